@@ -1,0 +1,1 @@
+"""The project's HDF5 data set format, its reader and writer, and the importers of public data sets."""

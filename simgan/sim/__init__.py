@@ -1,0 +1,1 @@
+"""Embedded simulators: UnityEyes-like eyes, depth hands, and the surrogate "real" domains."""
