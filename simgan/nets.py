@@ -1,0 +1,161 @@
+"""Refiner and discriminator of S+U learning (Shrivastava et al. 2017, sec. 3 and 4).
+
+Every size is a keyword argument, so the paper's networks and the smaller CPU default are the same
+code; `refiner_preset` / `discriminator_preset` hold the paper's gaze and hand configurations
+(shared/REFERENCE.md sec. 2).
+
+Conventions (one place): images are N x C x H x W in [-1, 1] (gaze: H=35, W=55 -- never
+transposed); the refiner ends in tanh so its output lives in the same range; the discriminator
+returns a map of per-patch *logits* (no activation on them -- a ReLU there is one of the public
+ports' bugs) of the probability that a patch is REFINED (see `simgan.losses`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _same_padding(kernel: int) -> int:
+    if kernel % 2 != 1:
+        raise ValueError(f"kernel: expected an odd size so 'same' padding keeps H x W, got {kernel}")
+    return kernel // 2
+
+
+class ResnetBlock(nn.Module):
+    """Two k x k convolutions with an identity shortcut (He et al. 2016), size-preserving."""
+
+    def __init__(self, channels: int, kernel: int = 3):
+        super().__init__()
+        pad = _same_padding(kernel)
+        self.conv1 = nn.Conv2d(channels, channels, kernel, padding=pad)
+        self.conv2 = nn.Conv2d(channels, channels, kernel, padding=pad)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv1(x))
+        y = self.conv2(y)
+        return self.act(x + y)
+
+
+class Refiner(nn.Module):
+    """conv k x k (channels) -> `blocks` ResNet blocks -> conv 1x1 to `in_channels` -> tanh.
+
+    No striding or pooling, so the output has the input's H x W and every pixel keeps its place:
+    the refiner may change appearance, not geometry (the labels stay valid)."""
+
+    def __init__(self, in_channels: int = 1, channels: int = 64, blocks: int = 4, kernel: int = 3):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("channels", channels), ("blocks", blocks)):
+            if value < 1:
+                raise ValueError(f"Refiner {name}: expected >= 1, got {value}")
+        self.in_channels = in_channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, kernel, padding=_same_padding(kernel)), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*[ResnetBlock(channels, kernel) for _ in range(blocks)])
+        self.head = nn.Conv2d(channels, in_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(self.blocks(self.stem(x))))
+
+
+# Discriminator layer specs: ("conv", out_channels, kernel, stride) or ("pool", kernel, stride).
+# The paper ends in conv1x1 -> 2 channels -> softmax; a 2-way softmax over logits (a, b) equals a
+# sigmoid of (a - b), so we end in one logit per patch: same function, no redundant parameters.
+GAZE_DISCRIMINATOR_LAYERS: tuple = (
+    ("conv", 96, 3, 2),
+    ("conv", 64, 3, 2),
+    ("pool", 3, 1),
+    ("conv", 32, 3, 1),
+    ("conv", 32, 1, 1),
+)
+HAND_DISCRIMINATOR_LAYERS: tuple = (
+    ("conv", 96, 7, 4),
+    ("conv", 64, 5, 2),
+    ("pool", 3, 2),
+    ("conv", 32, 3, 2),
+    ("conv", 32, 1, 1),
+)
+# The paper's hand discriminator reduces 224 px by 32 to a 7x7 patch map; at the CPU default's
+# 64 px the same stack would leave 2x2 patches, so the CPU profile reduces by 8 (an 8x8 map).
+HAND_CPU_DISCRIMINATOR_LAYERS: tuple = (
+    ("conv", 96, 5, 2),
+    ("conv", 64, 3, 2),
+    ("pool", 3, 2),
+    ("conv", 32, 3, 1),
+    ("conv", 32, 1, 1),
+)
+
+
+class Discriminator(nn.Module):
+    """Fully convolutional; returns N x 1 x h x w per-patch logits ("this patch is refined").
+
+    With `global_output=True` the last feature map is averaged to one location before the final
+    1x1 conv: one logit per image, the paper's "global adversarial loss" ablation."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        layers: Sequence[tuple] = GAZE_DISCRIMINATOR_LAYERS,
+        width: float = 1.0,
+        global_output: bool = False,
+    ):
+        super().__init__()
+        if width <= 0:
+            raise ValueError(f"Discriminator width: expected > 0, got {width}")
+        modules: list[nn.Module] = []
+        channels = in_channels
+        for spec in layers:
+            kind = spec[0]
+            if kind == "conv":
+                _, out, kernel, stride = spec
+                out = max(1, round(out * width))
+                modules += [nn.Conv2d(channels, out, kernel, stride=stride, padding=_same_padding(kernel)), nn.ReLU(inplace=True)]
+                channels = out
+            elif kind == "pool":
+                _, kernel, stride = spec
+                modules.append(nn.MaxPool2d(kernel, stride=stride, padding=_same_padding(kernel)))
+            else:
+                raise ValueError(f"Discriminator layers: unknown layer kind {kind!r}, expected 'conv' or 'pool'")
+        self.features = nn.Sequential(*modules)
+        self.global_output = global_output
+        self.head = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        if self.global_output:
+            h = h.mean(dim=(2, 3), keepdim=True)
+        return self.head(h)
+
+
+# Presets: "paper" is REFERENCE.md sec. 2; "cpu" is the default profile's smaller size, measured to
+# train in minutes on 2 cores (same code, fewer channels).
+REFINER_PRESETS = {
+    "gaze": {"paper": dict(channels=64, blocks=4, kernel=3), "cpu": dict(channels=32, blocks=4, kernel=3)},
+    "hand": {"paper": dict(channels=64, blocks=10, kernel=7), "cpu": dict(channels=32, blocks=4, kernel=5)},
+}
+DISCRIMINATOR_PRESETS = {
+    "gaze": {"paper": dict(layers=GAZE_DISCRIMINATOR_LAYERS, width=1.0), "cpu": dict(layers=GAZE_DISCRIMINATOR_LAYERS, width=1.0)},
+    "hand": {"paper": dict(layers=HAND_DISCRIMINATOR_LAYERS, width=1.0), "cpu": dict(layers=HAND_CPU_DISCRIMINATOR_LAYERS, width=1.0)},
+}
+
+
+def _preset(table: dict, kind: str, task: str, size: str) -> dict:
+    if task not in table:
+        raise ValueError(f"{kind} preset task: expected one of {sorted(table)}, got {task!r}")
+    if size not in table[task]:
+        raise ValueError(f"{kind} preset size: expected one of {sorted(table[task])}, got {size!r}")
+    return dict(table[task][size])
+
+
+def refiner_preset(task: str, size: str = "paper") -> dict:
+    return _preset(REFINER_PRESETS, "refiner", task, size)
+
+
+def discriminator_preset(task: str, size: str = "paper") -> dict:
+    return _preset(DISCRIMINATOR_PRESETS, "discriminator", task, size)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simgan.losses import (
+    REAL_LABEL,
+    REFINED_LABEL,
+    discriminator_loss,
+    local_adversarial_loss,
+    patch_accuracy,
+    refiner_adversarial_loss,
+    refiner_loss,
+    self_regularization_loss,
+)
+
+
+def test_label_convention_refined_is_one_real_is_zero():
+    assert REFINED_LABEL == 1.0 and REAL_LABEL == 0.0
+    confident_refined = torch.full((2, 1, 9, 14), 10.0)
+    # D saying "refined" about refined patches costs ~0 for D, and a lot for the refiner
+    assert discriminator_loss(confident_refined, -confident_refined) < 1e-3
+    assert refiner_adversarial_loss(confident_refined) > 9
+    assert refiner_adversarial_loss(-confident_refined) < 1e-3
+    assert patch_accuracy(confident_refined, REFINED_LABEL) == 1.0
+    assert patch_accuracy(confident_refined, REAL_LABEL) == 0.0
+
+
+def test_adversarial_loss_is_a_per_patch_mean():
+    logits = torch.zeros(2, 1, 9, 14)
+    assert local_adversarial_loss(logits, 1.0).item() == pytest.approx(math.log(2))
+    # more patches or a bigger batch with the same per-patch values: same loss
+    big = torch.zeros(8, 1, 18, 28)
+    assert local_adversarial_loss(big, 1.0).item() == pytest.approx(local_adversarial_loss(logits, 1.0).item())
+    mixed = torch.randn(4, 1, 9, 14)
+    assert local_adversarial_loss(mixed, 0.0).item() == pytest.approx(F.softplus(mixed).mean().item(), rel=1e-5)
+
+
+def test_self_regularization_is_a_per_pixel_mean():
+    syn = torch.zeros(2, 1, 35, 55)
+    ref = torch.full_like(syn, 0.5)
+    assert self_regularization_loss(ref, syn).item() == pytest.approx(0.5)
+    # duplicating the batch or upsampling the image does not change lambda's meaning
+    assert self_regularization_loss(torch.cat([ref] * 4), torch.cat([syn] * 4)).item() == pytest.approx(0.5)
+    up = F.interpolate(ref, scale_factor=2)
+    assert self_regularization_loss(up, F.interpolate(syn, scale_factor=2)).item() == pytest.approx(0.5)
+
+
+def test_feature_space_psi():
+    syn = torch.zeros(1, 3, 8, 8)
+    ref = syn.clone()
+    ref[:, 0] += 0.3
+    ref[:, 1] -= 0.3  # a colour change that keeps the channel mean
+    assert self_regularization_loss(ref, syn, "identity").item() == pytest.approx(0.2)
+    assert self_regularization_loss(ref, syn, "channel_mean").item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="psi"):
+        self_regularization_loss(ref, syn, "vgg")
+
+
+def test_refiner_loss_weights_regularization_by_lambda():
+    logits = torch.zeros(1, 1, 9, 14)
+    syn = torch.zeros(1, 1, 35, 55)
+    ref = torch.full_like(syn, 0.1)
+    total, adv, reg = refiner_loss(logits, ref, syn, lam=2.0)
+    assert total.item() == pytest.approx(adv.item() + 2.0 * 0.1)
+    assert reg.item() == pytest.approx(0.1)

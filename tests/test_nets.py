@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from simgan.nets import Discriminator, Refiner, discriminator_preset, refiner_preset
+
+
+def test_refiner_keeps_gaze_shape_and_range():
+    r = Refiner(**refiner_preset("gaze", "paper"))
+    x = torch.rand(2, 1, 35, 55) * 2 - 1
+    y = r(x)
+    assert y.shape == (2, 1, 35, 55)  # H=35, W=55: not transposed
+    assert y.min() >= -1 and y.max() <= 1  # tanh output
+
+
+def test_paper_gaze_discriminator_patch_map_is_9x14():
+    d = Discriminator(**discriminator_preset("gaze", "paper"))
+    assert d(torch.zeros(3, 1, 35, 55)).shape == (3, 1, 9, 14)
+
+
+def test_paper_hand_networks_sizes():
+    r = Refiner(**refiner_preset("hand", "paper"))
+    assert r.stem[0].kernel_size == (7, 7) and len(r.blocks) == 10
+    d = Discriminator(**discriminator_preset("hand", "paper"))
+    assert d(torch.zeros(1, 1, 224, 224)).shape == (1, 1, 7, 7)
+
+
+def test_cpu_hand_discriminator_gives_8x8_patches_at_64px():
+    d = Discriminator(**discriminator_preset("hand", "cpu"))
+    assert d(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 8, 8)
+
+
+def test_discriminator_is_nonlinear_and_logits_are_unbounded():
+    torch.manual_seed(0)
+    d = Discriminator()
+    a, b = torch.randn(4, 1, 35, 55), torch.randn(4, 1, 35, 55)
+    # a linear network would satisfy D(a+b) = D(a) + D(b) - D(0)
+    lin = d(a) + d(b) - d(torch.zeros_like(a))
+    assert not torch.allclose(d(a + b), lin, atol=1e-4)
+    # logits take both signs: no ReLU (or sigmoid) on the output
+    out = torch.cat([d(torch.randn(8, 1, 35, 55) * s) for s in (0.1, 1, 10)])
+    d.head.bias.data.fill_(-out.mean().item())
+    out = torch.cat([d(torch.randn(8, 1, 35, 55) * s) for s in (0.1, 1, 10)])
+    assert (out < 0).any() and (out > 0).any()
+
+
+def test_global_output_gives_one_logit_per_image():
+    d = Discriminator(global_output=True)
+    assert d(torch.zeros(5, 1, 35, 55)).shape == (5, 1, 1, 1)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel=4), dict(channels=0), dict(blocks=0)])
+def test_refiner_rejects_bad_sizes(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Refiner(**kwargs)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="gaze"):
+        refiner_preset("face")
+    with pytest.raises(ValueError, match="paper"):
+        discriminator_preset("gaze", "huge")
