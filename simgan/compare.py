@@ -1,0 +1,441 @@
+"""`simgan compare [A] [B]`: what changed in metrics and params between two revisions, with
+direction marks, optional CI gates, the results tables of both revisions and their curves.
+
+DVC does the diffing (`dvc metrics diff`, `dvc params diff`), so the numbers match what
+`dvc metrics diff` prints; the full metrics files and plot CSVs are read at each revision with
+`git show` (or from disk for the workspace) because DVC's diff only carries flattened values.
+A revision may be anything git resolves or a DVC experiment name (refs/exps/...). See docs/compare.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from simgan import report
+from simgan.io import SimganError, atomic_path, write_text_atomic
+
+WORKSPACE = "workspace"
+METRICS_FILES = {"gaze": "metrics/gaze.json", "hand": "metrics/hand.json"}
+# (task, file stem, x column): the curves drawn side by side by --plots.
+PLOT_FILES = (
+    ("gaze", "error_cdf", "threshold_deg"),
+    ("hand", "pck", "threshold_px"),
+    ("gaze", "train_losses", "step"),
+    ("hand", "train_losses", "step"),
+)
+_TIMEOUT_S = 600
+_GOOD, _BAD, _NEUTRAL = "✅", "❌", "·"
+
+
+# --- direction rules ----------------------------------------------------------------------------
+
+def direction(key: str) -> str | None:
+    """"lower", "higher", "fifty" (closer to 50 is better) or None (neutral) for a flattened key.
+
+    Precedence: a `.std` key is neutral; `_acc_pct` under `realism` is an automated Turing test
+    where 50% means indistinguishable; then `error`/`shift` (lower is better) before
+    `pct`/`pck`/`within` (higher is better), so a key like `error_pct` reads as an error."""
+    parts = key.split(".")
+    if parts[-1] == "std":
+        return None
+    if "realism" in parts[:-1] and parts[-1].endswith("_acc_pct"):
+        return "fifty"
+    if "error" in key or "shift" in key:
+        return "lower"
+    if "pct" in key or "pck" in key or "within" in key:
+        return "higher"
+    return None
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def worsening(key: str, old, new) -> float | None:
+    """How much worse `new` is than `old` in the metric's own units (negative: better); None when
+    the key has no direction or either value is not a number."""
+    d = direction(key)
+    if d is None or not _is_num(old) or not _is_num(new):
+        return None
+    if d == "lower":
+        return new - old
+    if d == "higher":
+        return old - new
+    return abs(new - 50.0) - abs(old - 50.0)
+
+
+def mark(key: str, old, new) -> str:
+    w = worsening(key, old, new)
+    if w is None or w == 0:
+        return _NEUTRAL
+    return _BAD if w > 0 else _GOOD
+
+
+# --- gates --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Gate:
+    spec: str
+    file: str | None  # None: the key in whichever metrics files have it
+    key: str
+    threshold: float
+    absolute: bool  # False: percent of |old|
+
+
+_THRESHOLD = re.compile(r"^(?P<abs>abs=)?(?P<v>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)%?$")
+
+
+def parse_gate(spec: str) -> Gate:
+    """`[FILE:]KEY:PERCENT` or `[FILE:]KEY:abs=VALUE`."""
+    metric, sep, threshold = spec.rpartition(":")
+    m = _THRESHOLD.match(threshold.strip())
+    if not sep or not metric or m is None:
+        raise SimganError(
+            f"--fail-on {spec!r}: expected METRIC:PERCENT or METRIC:abs=VALUE with a non-negative number, "
+            "e.g. rows.refined_4x.mean_error_deg.mean:5 or rows.refined_4x.mean_error_deg.mean:abs=0.5"
+        )
+    file, _, key = metric.rpartition(":")
+    return Gate(spec, file or None, key, float(m["v"]), bool(m["abs"]))
+
+
+def check_gates(gates: list[Gate], metrics_diff: dict) -> list[tuple[Gate, str, bool]]:
+    """(gate, sentence, failed) for every metrics file the gate applies to. A gate on a key that no
+    revision has, or on a neutral key, is a usage error (exit 2), because it would never fire."""
+    results = []
+    for gate in gates:
+        files = [f for f in metrics_diff if gate.file is None or f == gate.file]
+        hits = [(f, metrics_diff[f][gate.key]) for f in files if gate.key in metrics_diff[f]]
+        if not hits:
+            where = gate.file or "any metrics file"
+            raise SimganError(f"--fail-on {gate.spec!r}: metric {gate.key!r} is not in {where} at either revision")
+        if direction(gate.key) is None:
+            raise SimganError(
+                f"--fail-on {gate.spec!r}: {gate.key!r} has no better direction (see docs/compare.md), "
+                "so it cannot regress"
+            )
+        for f, entry in hits:
+            results.append((gate, *_check_one(gate, f, entry.get("old"), entry.get("new"))))
+    return results
+
+
+def _check_one(gate: Gate, file: str, old, new) -> tuple[str, bool]:
+    limit = f"abs {_num(gate.threshold)}" if gate.absolute else f"{_num(gate.threshold)}%"
+    head = f"`{gate.key}` ({file})"
+    if new is None:
+        return f"{head}: present before ({_num(old)}), missing now: fails (limit {limit})", True
+    if old is None:
+        return f"{head}: new metric ({_num(new)}), nothing to regress from: passes", False
+    w = worsening(gate.key, old, new)
+    if w is None:
+        raise SimganError(f"--fail-on {gate.spec!r}: {gate.key} in {file} is not a number ({old!r} → {new!r})")
+    if gate.absolute:
+        amount, failed = f"{_num(abs(w))}", w > gate.threshold
+    else:
+        rel = math.inf if old == 0 and w > 0 else (100.0 * w / abs(old) if old != 0 else 0.0)
+        amount, failed = f"{_num(abs(w))} ({abs(rel):.1f}% of |old|)", rel > gate.threshold
+    state = "worse" if w > 0 else ("better" if w < 0 else "unchanged")
+    verdict = "fails" if failed else "passes"
+    detail = f"{state} by {amount}" if w else state
+    return f"{head}: {_num(old)} → {_num(new)}, {detail}: {verdict} (limit {limit})", failed
+
+
+# --- git / dvc ----------------------------------------------------------------------------------
+
+def _run(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=_TIMEOUT_S)
+    except FileNotFoundError as e:
+        raise SimganError(f"{what}: cannot run {cmd[0]!r} ({e.strerror})") from None
+    except subprocess.TimeoutExpired:
+        raise SimganError(f"{what}: no answer within {_TIMEOUT_S} s") from None
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return _run(["git", *args], repo, f"git {args[0]}")
+
+
+def _dvc_json(repo: Path, *args: str) -> dict:
+    # `python -m dvc` runs the DVC installed beside simgan, whatever is first on PATH.
+    p = _run([sys.executable, "-m", "dvc", *args, "--json"], repo, f"dvc {' '.join(args[:2])}")
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise SimganError(f"dvc {' '.join(args)} in {repo} failed: {last}")
+    try:
+        out = json.loads(p.stdout or "{}")
+    except json.JSONDecodeError:
+        raise SimganError(f"dvc {' '.join(args)} in {repo}: expected JSON, got {p.stdout[:200]!r}") from None
+    return out if isinstance(out, dict) else {}
+
+
+def repo_root(repo: str | os.PathLike) -> Path:
+    path = Path(repo)
+    if not path.is_dir():
+        raise SimganError(f"--repo {repo}: not a directory")
+    p = _git(path, "rev-parse", "--show-toplevel")
+    if p.returncode != 0:
+        raise SimganError(f"--repo {repo}: not inside a git repository")
+    return Path(p.stdout.strip())
+
+
+@dataclass(frozen=True)
+class Rev:
+    name: str  # as the user wrote it
+    sha: str | None  # None: the workspace
+
+    @property
+    def label(self) -> str:
+        return self.name if self.sha is None or self.sha.startswith(self.name) else f"{self.name} ({self.sha[:7]})"
+
+
+def resolve_rev(repo: Path, rev: str) -> Rev:
+    """A git revision, or a DVC experiment by name (the last component of a ref under refs/exps)."""
+    if rev == WORKSPACE:
+        return Rev(rev, None)
+    p = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if p.returncode == 0:
+        return Rev(rev, p.stdout.strip())
+    refs = _git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout.split("\n")
+    matches = sorted({sha for line in refs if line
+                      for sha, ref in [line.split(" ", 1)]
+                      if ref.rsplit("/", 1)[-1] == rev and not ref.startswith(("refs/exps/exec/", "refs/exps/celery/"))})
+    if len(matches) == 1:
+        return Rev(rev, matches[0])
+    if len(matches) > 1:
+        raise SimganError(f"revision {rev!r}: names {len(matches)} DVC experiments in {repo}; use a commit id")
+    raise SimganError(f"revision {rev!r}: not a commit, branch, tag or DVC experiment in {repo}")
+
+
+def read_at(repo: Path, rev: Rev, path: str) -> str | None:
+    """The text of `path` at `rev`, None when the file is not there."""
+    if rev.sha is None:
+        f = repo / path
+        return f.read_text() if f.is_file() else None
+    p = _git(repo, "show", f"{rev.sha}:{path}")
+    return p.stdout if p.returncode == 0 else None
+
+
+def load_metrics(repo: Path, rev: Rev) -> dict[str, dict]:
+    """{task: metrics dict} for the metrics files present at `rev`."""
+    out = {}
+    for task, path in METRICS_FILES.items():
+        text = read_at(repo, rev, path)
+        if text is None:
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SimganError(f"{path} at {rev.label}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        if not isinstance(data, dict):
+            raise SimganError(f"{path} at {rev.label}: expected a JSON object, got {type(data).__name__}")
+        out[task] = data
+    return out
+
+
+def _dvc_revs(a: Rev, b: Rev) -> list[str]:
+    # DVC reads the workspace when the second revision is left out.
+    return [a.sha] if b.sha is None else [a.sha, b.sha]
+
+
+def metrics_diff(repo: Path, a: Rev, b: Rev) -> dict:
+    """`dvc metrics diff --all`: {file: {key: {"old", "new", ...}}} including unchanged keys, so gates
+    and --all can use it; the default table filters to changed keys."""
+    return _dvc_json(repo, "metrics", "diff", *_dvc_revs(a, b), "--all")
+
+
+def params_diff(repo: Path, a: Rev, b: Rev, show_all: bool) -> dict:
+    return _dvc_json(repo, "params", "diff", *_dvc_revs(a, b), *(["--all"] if show_all else []))
+
+
+# --- markdown -----------------------------------------------------------------------------------
+
+def _num(x) -> str:
+    """Numbers without float noise (8.0 - 7.1 prints 0.9), strings bare, the rest as JSON."""
+    if x is None:
+        return "—"
+    if isinstance(x, float) and math.isfinite(x):
+        return repr(float(f"{x:.10g}"))
+    return x if isinstance(x, str) else json.dumps(x)
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    return report._md_table(header, body)
+
+
+def changes_table_md(diff: dict, show_all: bool) -> str:
+    body = []
+    for file in sorted(diff):
+        for key in sorted(diff[file]):
+            e = diff[file][key]
+            old, new = e.get("old"), e.get("new")
+            if old == new and not show_all:
+                continue
+            change = rel = "—"
+            if _is_num(old) and _is_num(new):
+                change = _num(new - old)
+                if new - old > 0:
+                    change = "+" + change
+                rel = f"{100.0 * (new - old) / abs(old):+.1f}%" if old != 0 else "—"
+            body.append([f"`{key}`", file, _num(old), _num(new), change, rel, mark(key, old, new)])
+    if not body:
+        return "_No metric changed._"
+    return _md_table(["Metric", "File", "Old", "New", "Change", "Relative", ""], body)
+
+
+def params_table_md(diff: dict) -> str:
+    body = [[f"`{key}`", file, _num(e.get("old")), _num(e.get("new"))]
+            for file in sorted(diff) for key, e in sorted(diff[file].items())]
+    if not body:
+        return "_No param changed._"
+    return _md_table(["Param", "File", "Old", "New"], body)
+
+
+def _comparability_warning(ma: dict, mb: dict) -> str:
+    """Numbers from different profiles or seed counts are not comparable; say so up front."""
+    notes = []
+    for task in sorted(set(ma) & set(mb)):
+        for field in ("profile", "seeds"):
+            va, vb = ma[task].get(field), mb[task].get(field)
+            if va != vb:
+                notes.append(f"{task} `{field}` differs ({_num(va)} → {_num(vb)})")
+    if not notes:
+        return ""
+    return "> **Not like for like:** " + "; ".join(notes) + ". Differences below mix settings and results."
+
+
+def build_report(a: Rev, b: Rev, mdiff: dict, pdiff: dict, ma: dict, mb: dict, show_all: bool,
+                 gate_results: list[tuple[Gate, str, bool]], plots: list[str]) -> str:
+    out = [f"# simgan compare: {a.label} → {b.label}"]
+    warning = _comparability_warning(ma, mb)
+    if warning:
+        out.append(warning)
+    if gate_results:
+        lines = [f"- {_BAD if failed else _GOOD} {sentence}" for _, sentence, failed in gate_results]
+        out += ["## Gates (--fail-on)", "\n".join(lines)]
+    out += ["## Metrics" + (" (all)" if show_all else " that changed"),
+            "✅ better, ❌ worse, · neutral (rules in docs/compare.md).",
+            changes_table_md(mdiff, show_all)]
+    out += ["## Params" + (" (all)" if show_all else " that changed"), params_table_md(pdiff)]
+    if plots:
+        out += ["## Plots", "\n\n".join(f"![{Path(p).stem}]({p})" for p in plots)]
+    for rev, m in ((a, ma), (b, mb)):
+        out.append(f"## Results at {rev.label}")
+        out.append(report.report_md(m, level=3) if m else f"_No metrics at {rev.label}._")
+    return "\n\n".join(s.rstrip("\n") for s in out) + "\n"
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+def _read_csv(repo: Path, rev: Rev, path: str) -> dict[str, list[float]] | None:
+    text = read_at(repo, rev, path)
+    if text is None:
+        return None
+    reader = csv.DictReader(io.StringIO(text))
+    cols: dict[str, list[float]] = {name: [] for name in reader.fieldnames or []}
+    for lineno, row in enumerate(reader, start=2):
+        for name, value in row.items():
+            try:
+                cols[name].append(float(value))
+            except (TypeError, ValueError, KeyError):
+                raise SimganError(f"{path} at {rev.label}, line {lineno}, column {name!r}: "
+                                  f"expected a number, got {value!r}") from None
+    return cols
+
+
+def write_plots(repo: Path, a: Rev, b: Rev, out_dir: Path) -> list[Path]:
+    """One PNG per curve file present at either revision: A left, B right, same y axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on CI or here
+    import matplotlib.pyplot as plt
+
+    written = []
+    for task, stem, x_col in PLOT_FILES:
+        path = f"plots/{task}/{stem}.csv"
+        data = [(rev, _read_csv(repo, rev, path)) for rev in (a, b)]
+        if all(d is None for _, d in data):
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        for ax, (rev, cols) in zip(axes, data):
+            ax.set_title(f"{task} {stem} @ {rev.label}", fontsize=9)
+            if cols is None or x_col not in cols:
+                ax.text(0.5, 0.5, f"no {path} at {rev.label}" if cols is None else f"no column {x_col}",
+                        ha="center", va="center", transform=ax.transAxes)
+                continue
+            for name, ys in cols.items():
+                if name != x_col:
+                    ax.plot(cols[x_col], ys, label=name, linewidth=1.2)
+            ax.set_xlabel(x_col)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        target = out_dir / f"{task}_{stem}.png"
+        with atomic_path(target, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        written.append(target)
+    return written
+
+
+# --- command ------------------------------------------------------------------------------------
+
+def compare(repo: str | os.PathLike = ".", a: str = "HEAD~1", b: str = WORKSPACE, *, md: str | None = None,
+            plots: str | None = None, fail_on: list[str] | None = None, show_all: bool = False) -> tuple[str, int]:
+    """The report and the exit code (1 when a --fail-on gate fails, else 0)."""
+    gates = [parse_gate(s) for s in fail_on or []]  # before any slow work, so typos fail fast
+    root = repo_root(repo)
+    ra, rb = resolve_rev(root, a), resolve_rev(root, b)
+    if ra.sha is None:
+        raise SimganError("revision A cannot be the workspace: give a commit as A (B defaults to the workspace)")
+    ma, mb = load_metrics(root, ra), load_metrics(root, rb)
+    mdiff = metrics_diff(root, ra, rb)
+    pdiff = params_diff(root, ra, rb, show_all)
+    gate_results = check_gates(gates, mdiff)
+    links: list[str] = []
+    if plots:
+        pngs = write_plots(root, ra, rb, Path(plots))
+        base = Path(md).resolve().parent if md else Path.cwd()
+        links = [os.path.relpath(p.resolve(), base) for p in pngs]
+    text = build_report(ra, rb, mdiff, pdiff, ma, mb, show_all, gate_results, links)
+    if md:
+        write_text_atomic(md, text)
+    return text, 1 if any(failed for _, _, failed in gate_results) else 0
+
+
+def _cmd(args) -> int:
+    text, rc = compare(args.repo, args.a, args.b, md=args.md, plots=args.plots, fail_on=args.fail_on,
+                       show_all=args.all)
+    sys.stdout.write(text)
+    if rc:
+        print("simgan compare: a --fail-on gate failed (see 'Gates' above)", file=sys.stderr)
+    return rc
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="diff metrics and params between two revisions, with results tables",
+        description="Compare metrics (dvc metrics diff) and params (dvc params diff) between revisions A "
+                    "and B, mark each change better/worse, and print both revisions' results tables. "
+                    "Exit 1 when a --fail-on gate fails, 2 on a usage error. See docs/compare.md.",
+    )
+    p.add_argument("a", nargs="?", default="HEAD~1", metavar="A", help="base revision (default: HEAD~1)")
+    p.add_argument("b", nargs="?", default=WORKSPACE, metavar="B",
+                   help="revision or DVC experiment name to compare with A (default: the workspace)")
+    p.add_argument("--repo", default=".", metavar="DIR", help="the git+DVC repository (default: .)")
+    p.add_argument("--md", metavar="FILE", help="also write the markdown report to FILE")
+    p.add_argument("--plots", metavar="DIR", help="write PNGs of both revisions' curves side by side to DIR")
+    p.add_argument("--fail-on", action="append", default=[], metavar="METRIC:THRESHOLD",
+                   help="exit 1 when METRIC ([FILE:]KEY) gets worse by more than THRESHOLD percent of its "
+                        "old value, or by more than VALUE with abs=VALUE; repeatable")
+    p.add_argument("--all", action="store_true", help="list unchanged metrics and params too")
+    p.set_defaults(func=_cmd)
