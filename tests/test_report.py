@@ -1,0 +1,205 @@
+"""Results tables in the paper's layout and the spread-aware verdicts (simgan/report.py)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from simgan import report
+from simgan.io import SimganError
+
+
+def ms(mean, std):
+    return {"mean": mean, "std": std}
+
+
+def gaze_row(err, med, within):
+    return {"mean_error_deg": ms(*err), "median_error_deg": ms(*med), "within7_pct": ms(*within)}
+
+
+def full_gaze() -> dict:
+    """Every row the pipeline writes for gaze, with numbers chosen so each verdict is known."""
+    return {
+        "rows": {
+            "synthetic_1x": gaze_row((14.1, 2.0), (12.0, 1.5), (40.0, 3.0)),
+            "synthetic_4x": gaze_row((13.5, 1.0), (11.0, 1.0), (42.0, 2.0)),
+            "refined_1x": gaze_row((9.5, 0.8), (8.0, 0.5), (55.0, 2.0)),
+            "refined_4x": gaze_row((8.0, 0.5), (7.0, 0.4), (60.0, 1.0)),
+            "real_1x": gaze_row((2.5, 0.1), (2.0, 0.1), (98.0, 0.5)),
+            "real_4x": gaze_row((2.0, 0.1), (1.8, 0.1), (99.0, 0.3)),
+            "synthetic_aug_1x": gaze_row((12.0, 1.0), (10.0, 1.0), (45.0, 2.0)),
+            "refined_aug_1x": gaze_row((9.0, 1.0), (7.5, 1.0), (57.0, 2.0)),
+            "constant": gaze_row((10.0, 1.0), (9.0, 0.5), (30.0, 1.0)),  # within refined_1x's spread
+            "knn_synthetic": gaze_row((11.0, 0.5), (10.0, 0.5), (35.0, 1.0)),
+        },
+        "label_preservation": {"pupil_shift_px": ms(1.0, 0.7)},
+        "realism": {"refined_vs_real_acc_pct": 61.0, "synthetic_vs_real_acc_pct": 97.0},
+        "gain": {"refined_vs_synthetic_1x_rel_pct": 25.0, "refined_vs_synthetic_4x_rel_pct": 30.0},
+        "seeds": 3,
+        "profile": "default",
+    }
+
+
+def full_hand() -> dict:
+    rows = {f"{src}_{n}x": {"pck5_pct": ms(50.0 + 5 * n + off, 1.0)}
+            for src, off in (("synthetic", 0.0), ("refined", 4.0), ("real", 10.0)) for n in (1, 2, 3)}
+    rows["constant"] = {"pck5_pct": ms(10.0, 0.0)}
+    return {
+        "rows": rows,
+        "label_preservation": {"joint_depth_shift": ms(0.5, 0.2)},
+        "realism": {"refined_vs_real_acc_pct": 70.0, "synthetic_vs_real_acc_pct": 90.0},
+        "seeds": 3,
+        "profile": "default",
+    }
+
+
+def body_rows(md: str) -> list[str]:
+    """The body lines of the first markdown table in `md`."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|---"))
+    out = []
+    for line in lines[start + 1:]:
+        if not line.startswith("|"):
+            break
+        out.append(line)
+    return out
+
+
+def test_format_mean_std():
+    assert report.format_mean_std(ms(7.8, 0.4)) == "7.8 ± 0.4"
+    assert report.format_mean_std(ms(7.84, 0.456), digits=2) == "7.84 ± 0.46"
+    assert report.format_mean_std({"mean": 7.8}) == "7.8"
+    assert report.format_mean_std(3) == "3.0"
+    assert report.format_mean_std(None) == "—"
+    with pytest.raises(SimganError, match="mean"):
+        report.format_mean_std({"avg": 1.0})
+
+
+def test_paper_numbers_are_the_recalled_ones():
+    p = report.PAPER
+    assert p["gaze"]["mean_error_deg"] == {"real_1x": 13.9, "knn_synthetic": 9.9, "synthetic_1x": 11.2, "refined_1x": 7.8}
+    assert p["gaze"]["within7_pct"] == {"synthetic_1x": 62.3, "synthetic_4x": 64.9, "refined_1x": 69.4, "refined_4x": 87.2}
+    assert p["hand"]["pck5_pct"] == {"synthetic_1x": 69.7, "refined_1x": 72.4, "real_1x": 74.5,
+                                     "synthetic_3x": 77.7, "refined_3x": 83.3}
+    assert p["gaze"]["no_history_buffer_mean_error_deg"] == 12.2
+    assert p["label_preservation"]["pupil_shift_px"] == ms(1.1, 0.8)
+    assert p["realism"] == {"refined_vs_real_acc_pct": 51.7, "synthetic_vs_real_acc_pct": 81.0}
+
+
+def test_gaze_table_complete_in_paper_layout():
+    md = report.gaze_table_md(full_gaze())
+    rows = body_rows(md)
+    assert len(rows) == 10
+    assert md.splitlines()[0] == ("| Training data | Size | Mean error (deg) | Paper (recalled) | Median error (deg) "
+                                  "| Within 7 deg (%) | Paper (recalled) |")
+    # The paper's order: synthetic, then refined, each at 1x then 4x; real after; baselines last.
+    assert rows[0] == "| Synthetic | 1x | 14.1 ± 2.0 | 11.2 | 12.0 ± 1.5 | 40.0 ± 3.0 | 62.3 |"
+    assert rows[1] == "| Synthetic | 4x | 13.5 ± 1.0 |  | 11.0 ± 1.0 | 42.0 ± 2.0 | 64.9 |"
+    assert rows[2] == "| Refined | 1x | 9.5 ± 0.8 | 7.8 | 8.0 ± 0.5 | 55.0 ± 2.0 | 69.4 |"
+    assert rows[3] == "| Refined | 4x | 8.0 ± 0.5 |  | 7.0 ± 0.4 | 60.0 ± 1.0 | 87.2 |"
+    assert rows[4].startswith("| Real | 1x | 2.5 ± 0.1 | 13.9 ‡ |")
+    assert all("Baseline" in r for r in rows[6:])
+    assert "| Baseline: k-NN on synthetic | 1x | 11.0 ± 0.5 | 9.9 |" in md
+    assert "| Baseline: constant predictor | — | 10.0 ± 1.0 |" in md
+    assert "Over 3 seeds, profile `default`" in md
+    assert "‡ The paper's real-data CNN was trained on UT Multiview" in md
+    assert "12.2 deg" in md
+    assert "| `refined_vs_synthetic_1x_rel_pct` | 25.0 | 30.4 (from Table 3) |" in md
+
+
+def test_gaze_table_partial_shows_what_is_present():
+    m = {"rows": {"refined_1x": {"mean_error_deg": ms(9.0, 1.0)},  # no median, no within7
+                  "synthetic_1x": gaze_row((12.0, 1.0), (11.0, 1.0), (40.0, 1.0))}, "seeds": 1}
+    rows = body_rows(report.gaze_table_md(m))
+    assert rows == ["| Synthetic | 1x | 12.0 ± 1.0 | 11.2 | 11.0 ± 1.0 | 40.0 ± 1.0 | 62.3 |",
+                    "| Refined | 1x | 9.0 ± 1.0 | 7.8 | — | — | 69.4 |"]
+    assert "Over 1 seed." in report.gaze_table_md(m)
+    assert report.gaze_table_md({}).startswith("_No gaze rows")
+
+
+def test_unknown_rows_are_shown_not_dropped():
+    m = full_gaze()
+    m["rows"]["refined_nobuffer_1x"] = gaze_row((12.0, 1.0), (11.0, 1.0), (30.0, 1.0))
+    rows = body_rows(report.gaze_table_md(m))
+    assert rows[-1].startswith("| `refined_nobuffer_1x` | 1x | 12.0 ± 1.0 |")
+
+
+def test_malformed_cell_names_the_key():
+    m = full_gaze()
+    m["rows"]["refined_4x"]["within7_pct"] = 60.0
+    with pytest.raises(SimganError, match=r"rows\.refined_4x\.within7_pct"):
+        report.gaze_table_md(m)
+
+
+def test_hand_table_sizes_and_paper():
+    rows = body_rows(report.hand_table_md(full_hand()))
+    assert rows[:3] == ["| Synthetic | 1x | 55.0 ± 1.0 | 69.7 |", "| Synthetic | 2x | 60.0 ± 1.0 |  |",
+                        "| Synthetic | 3x | 65.0 ± 1.0 | 77.7 |"]
+    assert "| Refined | 3x | 69.0 ± 1.0 | 83.3 |" in rows
+    assert "| Real | 1x | 65.0 ± 1.0 | 74.5 |" in rows
+    assert rows[-1] == "| Baseline: constant predictor | — | 10.0 ± 0.0 |  |"
+    partial = {"rows": {"refined_1x": {"pck5_pct": ms(60.0, 2.0)}}}
+    assert body_rows(report.hand_table_md(partial)) == ["| Refined | 1x | 60.0 ± 2.0 | 72.4 |"]
+
+
+def test_verdict_gaze_names_better_rows_and_ties():
+    text = report.verdict_md(full_gaze(), "gaze")
+    # refined_1x 9.5 ± 0.8 vs constant 10.0 ± 1.0: 0.5 <= 1.0, so no result.
+    assert ("Refined (1x) vs the constant predictor: no measurable difference in mean error "
+            "(9.5 ± 0.8 deg vs 10.0 ± 1.0 deg; the difference 0.5 is within the spread 1.0).") in text
+    assert ("Refined (1x) beats synthetic (1x) on mean error: 9.5 ± 0.8 deg vs 14.1 ± 2.0 deg "
+            "(4.6 deg lower, 33% relative; spread 2.0).") in text
+    assert "Refined (1x) does not beat real (1x)" in text
+    assert "Refined training beats k-NN on synthetic, synthetic (1x), synthetic (4x)" in text
+    assert "It does not beat real (1x), real (4x)." in text
+    assert "No measurable difference from the constant predictor." in text
+    assert "synthetic 1x → 4x: no measurable difference; refined 1x → 4x improves by 1.5 deg" in text
+
+
+def test_verdict_flips_when_difference_exceeds_spread():
+    m = full_gaze()
+    m["rows"]["synthetic_1x"]["mean_error_deg"] = ms(9.9, 0.3)  # 0.4 apart, spread 0.8: no result
+    assert "Refined (1x) vs synthetic (1x): no measurable difference" in report.verdict_md(m, "gaze")
+    m["rows"]["synthetic_1x"]["mean_error_deg"] = ms(9.0, 0.3)  # 0.5 better, spread 0.8: still none
+    assert "Refined (1x) vs synthetic (1x): no measurable difference" in report.verdict_md(m, "gaze")
+    m["rows"]["synthetic_1x"]["mean_error_deg"] = ms(8.0, 0.3)  # 1.5 better than refined: synthetic wins
+    assert "Refined (1x) does not beat synthetic (1x) on mean error" in report.verdict_md(m, "gaze")
+
+
+def test_verdict_hand_higher_is_better_and_absences():
+    text = report.verdict_md(full_hand(), "hand")
+    assert "Refined (3x) beats synthetic (3x) on joints within 5 px: 69.0 ± 1.0% vs 65.0 ± 1.0% (4.0 points higher" in text
+    assert "Refined (1x) does not beat real (1x)" in text
+    assert report.verdict_md({"rows": {"synthetic_1x": {"pck5_pct": ms(1, 0)}}}, "hand").startswith("_No refined row")
+    with pytest.raises(SimganError, match="unknown task"):
+        report.verdict_md(full_hand(), "pose")
+
+
+def test_realism_and_label_preservation_tables():
+    both = {"gaze": full_gaze(), "hand": full_hand()}
+    realism = report.realism_table_md(both)
+    assert "| gaze | refined vs real | 61.0 | 11.0 | 51.7 (humans) |" in realism
+    assert "| hand | synthetic vs real | 90.0 | 40.0 |  |" in realism
+    lp = report.label_preservation_md(both)
+    assert "| gaze | pupil centre shift (px) | 1.0 ± 0.7 | 1.1 ± 0.8 |" in lp
+    assert "| hand | joint depth shift | 0.5 ± 0.2 |  |" in lp
+    assert report.realism_table_md({"gaze": {"rows": {}}}) == "_No realism metrics._"
+
+
+def test_report_md_assembles_present_tasks():
+    md = report.report_md({"gaze": full_gaze(), "hand": full_hand()})
+    order = ["# Results", "## Gaze estimation", "**Verdict (gaze).**", "## Hand pose estimation",
+             "**Verdict (hand).**", "## Realism", "## Label preservation"]
+    positions = [md.index(h) for h in order]
+    assert positions == sorted(positions)
+    only_gaze = report.report_md({"gaze": full_gaze(), "hand": None}, level=3)
+    assert only_gaze.startswith("### Results\n") and "Hand pose" not in only_gaze
+    assert "_No metrics._" in report.report_md({})
+
+
+def test_report_does_not_mutate_input():
+    m = full_gaze()
+    before = copy.deepcopy(m)
+    report.report_md({"gaze": m})
+    assert m == before
