@@ -1,0 +1,278 @@
+"""`simgan compare` against a real git + DVC repository (no mocks): known metric and param changes
+between commits must come out as exact diffs with the right direction marks and gate exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simgan import compare as cmp
+from simgan.cli import main
+from test_report import full_gaze, full_hand, ms
+
+ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+           GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+
+
+def run(repo: Path, *cmd: str) -> str:
+    return subprocess.run(list(cmd), cwd=repo, env=ENV, check=True, capture_output=True, text=True).stdout
+
+
+def dvc(repo: Path, *args: str) -> str:
+    return run(repo, sys.executable, "-m", "dvc", *args)
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+
+
+def v1() -> tuple[dict, dict]:
+    g, h = full_gaze(), full_hand()
+    g["rows"]["refined_4x"]["mean_error_deg"] = ms(8.0, 0.5)
+    g["rows"]["refined_1x"]["mean_error_deg"] = ms(10.0, 0.8)
+    g["rows"]["refined_1x"]["within7_pct"] = ms(50.0, 2.0)
+    g["realism"] = {"refined_vs_real_acc_pct": 60.0, "synthetic_vs_real_acc_pct": 90.0}
+    g["label_preservation"]["pupil_shift_px"] = ms(1.0, 0.7)
+    h["rows"]["refined_3x"]["pck5_pct"] = ms(70.0, 1.0)
+    return g, h
+
+
+def v2() -> tuple[dict, dict]:
+    g, h = v1()
+    g["rows"]["refined_4x"]["mean_error_deg"] = ms(9.0, 0.7)  # worse by 1.0 = 12.5%; std neutral
+    g["rows"]["refined_1x"]["mean_error_deg"] = ms(9.5, 0.8)  # better by 0.5 = 5%
+    g["rows"]["refined_1x"]["within7_pct"] = ms(55.0, 2.0)  # better: higher
+    g["realism"] = {"refined_vs_real_acc_pct": 45.0, "synthetic_vs_real_acc_pct": 95.0}  # 10->5 better; 40->45 worse
+    g["label_preservation"]["pupil_shift_px"] = ms(1.5, 0.7)  # worse: a shift
+    h["rows"]["refined_3x"]["pck5_pct"] = ms(72.0, 1.0)  # better
+    return g, h
+
+
+def write_plots(repo: Path, scale: float) -> None:
+    (repo / "plots/gaze").mkdir(parents=True, exist_ok=True)
+    rows = ["threshold_deg,synthetic_1x,refined_1x"] + [f"{t},{min(100, t * 10 * scale)},{min(100, t * 12 * scale)}"
+                                                         for t in range(0, 11)]
+    (repo / "plots/gaze/error_cdf.csv").write_text("\n".join(rows) + "\n")
+    losses = ["step,loss_refiner_adv,loss_refiner_reg,loss_disc,disc_acc_real,disc_acc_refined"]
+    losses += [f"{s},{1 / (s + 1)},{0.1 * scale},{0.7},{0.5},{0.6}" for s in range(20)]
+    (repo / "plots/gaze/train_losses.csv").write_text("\n".join(losses) + "\n")
+
+
+def commit_all(repo: Path, msg: str) -> None:
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", msg)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """c0: DVC set up, no metrics; c1: metrics v1 + plots; c2: metrics v2, lambda 0.5 -> 1.0;
+    experiment `exp-tiny`: HEAD with a changed profile and one worse metric."""
+    r = tmp_path_factory.mktemp("proj")
+    run(r, "git", "init", "-q", "-b", "main")
+    dvc(r, "init", "-q")
+    (r / "dvc.yaml").write_text("metrics:\n  - metrics/gaze.json\n  - metrics/hand.json\n"
+                                "params:\n  - params.yaml\n")
+    (r / "params.yaml").write_text("train:\n  lambda: 0.5\n  steps: 100\n")
+    commit_all(r, "c0")
+    g, h = v1()
+    write_json(r / "metrics/gaze.json", g)
+    write_json(r / "metrics/hand.json", h)
+    write_plots(r, 1.0)
+    commit_all(r, "c1")
+    g, h = v2()
+    write_json(r / "metrics/gaze.json", g)
+    write_json(r / "metrics/hand.json", h)
+    (r / "params.yaml").write_text("train:\n  lambda: 1.0\n  steps: 100\n")
+    write_plots(r, 1.5)
+    commit_all(r, "c2")
+    g["profile"] = "tiny"
+    g["rows"]["refined_1x"]["mean_error_deg"] = ms(11.0, 0.8)
+    write_json(r / "metrics/gaze.json", g)
+    dvc(r, "exp", "save", "-q", "-n", "exp-tiny")
+    run(r, "git", "checkout", "--", ".")
+    return r
+
+
+def table_line(md: str, key: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith(f"| `{key}` |"))
+
+
+# --- rules, without a repository ---------------------------------------------------------------
+
+@pytest.mark.parametrize("key, expected", [
+    ("rows.refined_4x.mean_error_deg.mean", "lower"),
+    ("rows.refined_4x.mean_error_deg.std", None),
+    ("label_preservation.pupil_shift_px.mean", "lower"),
+    ("rows.refined_1x.within7_pct.mean", "higher"),
+    ("rows.refined_3x.pck5_pct.mean", "higher"),
+    ("gain.refined_vs_synthetic_1x_rel_pct", "higher"),
+    ("realism.refined_vs_real_acc_pct", "fifty"),
+    ("other.refined_vs_real_acc_pct", "higher"),
+    ("seeds", None),
+    ("profile", None),
+])
+def test_direction_rules(key, expected):
+    assert cmp.direction(key) == expected
+
+
+def test_marks():
+    assert cmp.mark("realism.refined_vs_real_acc_pct", 60.0, 45.0) == "✅"  # 10 from chance -> 5
+    assert cmp.mark("realism.refined_vs_real_acc_pct", 45.0, 60.0) == "❌"
+    assert cmp.mark("rows.x.mean_error_deg.mean", 8.0, 9.0) == "❌"
+    assert cmp.mark("rows.x.pck5_pct.mean", 8.0, 9.0) == "✅"
+    assert cmp.mark("rows.x.pck5_pct.std", 8.0, 9.0) == "·"
+    assert cmp.mark("rows.x.pck5_pct.mean", 8.0, 8.0) == "·"
+    assert cmp.mark("profile", "a", "b") == "·"
+
+
+def test_parse_gate():
+    g = cmp.parse_gate("rows.refined_4x.mean_error_deg.mean:5")
+    assert (g.file, g.key, g.threshold, g.absolute) == (None, "rows.refined_4x.mean_error_deg.mean", 5.0, False)
+    g = cmp.parse_gate("metrics/gaze.json:rows.refined_4x.mean_error_deg.mean:abs=0.5")
+    assert (g.file, g.key, g.threshold, g.absolute) == ("metrics/gaze.json", "rows.refined_4x.mean_error_deg.mean",
+                                                        0.5, True)
+    assert cmp.parse_gate("a.error:2.5%").threshold == 2.5
+    for bad in ("rows.x.error", "rows.x.error:", ":5", "rows.x.error:-1", "rows.x.error:abs=", "x.error:five",
+                "rows.x.error.std:5", "seeds:5"):
+        with pytest.raises(cmp.SimganError, match="--fail-on"):
+            cmp.parse_gate(bad)
+
+
+def test_gate_thresholds_on_a_diff():
+    diff = {"m.json": {"e.error": {"old": 8.0, "new": 9.0}, "p.pct": {"old": 0.0, "new": -1.0},
+                       "gone.error": {"old": 1.0, "new": None}, "new.error": {"old": None, "new": 5.0}}}
+
+    def failed(spec):
+        return [f for _, _, f in cmp.check_gates([cmp.parse_gate(spec)], diff)]
+
+    assert failed("e.error:12") == [True]     # 12.5% > 12
+    assert failed("e.error:12.5") == [False]  # not more than the threshold
+    assert failed("e.error:abs=0.9") == [True]
+    assert failed("e.error:abs=1") == [False]
+    assert failed("p.pct:1000") == [True]     # worse from 0: infinitely worse relative
+    assert failed("gone.error:50") == [True]  # a metric that vanished fails its gate
+    assert failed("new.error:0") == [False]
+    with pytest.raises(cmp.SimganError, match="not in any metrics file"):
+        cmp.check_gates([cmp.parse_gate("nope.error:5")], diff)
+
+
+# --- against the repository --------------------------------------------------------------------
+
+def test_changed_metrics_exact_diff_marks_and_failing_gate(repo, capsys):
+    gate = "rows.refined_4x.mean_error_deg.mean:10"  # 12.5% worse: fails
+    assert main(["compare", "HEAD~1", "HEAD", "--repo", str(repo), "--fail-on", gate]) == 1
+    out = capsys.readouterr()
+    md = out.out
+    assert "gate failed" in out.err
+    assert "- ❌ `rows.refined_4x.mean_error_deg.mean` (metrics/gaze.json): 8.0 → 9.0, worse by 1.0 " \
+           "(12.5% of |old|): fails (limit 10.0%)" in md
+    assert table_line(md, "rows.refined_4x.mean_error_deg.mean") == \
+        "| `rows.refined_4x.mean_error_deg.mean` | metrics/gaze.json | 8.0 | 9.0 | +1.0 | +12.5% | ❌ |"
+    assert table_line(md, "rows.refined_1x.mean_error_deg.mean") == \
+        "| `rows.refined_1x.mean_error_deg.mean` | metrics/gaze.json | 10.0 | 9.5 | -0.5 | -5.0% | ✅ |"
+    assert table_line(md, "rows.refined_1x.within7_pct.mean") == \
+        "| `rows.refined_1x.within7_pct.mean` | metrics/gaze.json | 50.0 | 55.0 | +5.0 | +10.0% | ✅ |"
+    assert table_line(md, "rows.refined_4x.mean_error_deg.std").endswith("| 0.5 | 0.7 | +0.2 | +40.0% | · |")
+    assert table_line(md, "realism.refined_vs_real_acc_pct").endswith("| 60.0 | 45.0 | -15.0 | -25.0% | ✅ |")
+    assert table_line(md, "realism.synthetic_vs_real_acc_pct").endswith("| 90.0 | 95.0 | +5.0 | +5.6% | ❌ |")
+    assert table_line(md, "label_preservation.pupil_shift_px.mean").endswith("| 1.0 | 1.5 | +0.5 | +50.0% | ❌ |")
+    assert table_line(md, "rows.refined_3x.pck5_pct.mean") == \
+        "| `rows.refined_3x.pck5_pct.mean` | metrics/hand.json | 70.0 | 72.0 | +2.0 | +2.9% | ✅ |"
+    assert "`seeds`" not in md.split("## Params")[0]  # unchanged metrics only with --all
+    assert table_line(md, "train.lambda") == "| `train.lambda` | params.yaml | 0.5 | 1.0 |"
+    assert "`train.steps`" not in md
+    # Both revisions' results tables, in the paper's layout.
+    at_a, at_b = md.split("## Results at HEAD~1")[1].split("## Results at HEAD (")
+    assert "| Refined | 4x | 8.0 ± 0.5 |" in at_a and "| Refined | 4x | 9.0 ± 0.7 |" in at_b
+    assert "#### Hand pose estimation" in at_b
+
+
+def test_all_lists_unchanged_and_passing_gates(repo, capsys):
+    gates = ["rows.refined_4x.mean_error_deg.mean:15",  # 12.5% worse: within
+             "rows.refined_4x.mean_error_deg.mean:abs=1",  # exactly 1.0 worse: not more than
+             "metrics/gaze.json:rows.refined_1x.mean_error_deg.mean:0",  # improved
+             "realism.refined_vs_real_acc_pct:0"]  # closer to 50 in gaze, unchanged in hand: 2 checks
+    argv = ["compare", "HEAD~1", "HEAD", "--repo", str(repo), "--all"]
+    assert main(argv + [a for g in gates for a in ("--fail-on", g)]) == 0
+    out = capsys.readouterr()
+    md = out.out
+    assert "gate failed" not in out.err
+    assert md.count("passes (limit") == 5 and "fails" not in md.split("## Metrics")[0]
+    assert table_line(md, "seeds") == "| `seeds` | metrics/gaze.json | 3 | 3 | 0 | +0.0% | · |"
+    assert table_line(md, "train.steps") == "| `train.steps` | params.yaml | 100 | 100 |"
+
+
+def test_usage_errors_exit_2_with_one_line(repo, capsys):
+    assert main(["compare", "HEAD~1", "HEAD", "--repo", str(repo), "--fail-on", "rows.nope.mean_error_deg.mean:5"]) == 2
+    assert main(["compare", "HEAD~1", "HEAD", "--repo", str(repo), "--fail-on", "seeds:5"]) == 2
+    assert main(["compare", "no-such-rev", "HEAD", "--repo", str(repo)]) == 2
+    assert main(["compare", "workspace", "HEAD", "--repo", str(repo)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith("simgan compare: error: ") for line in err)
+    assert "'rows.nope.mean_error_deg.mean' is not in any metrics file" in err[0]
+    assert "has no better direction" in err[1]
+    assert "'no-such-rev': not a commit, branch, tag or DVC experiment" in err[2]
+
+
+def test_no_metrics_at_a_revision(repo, capsys):
+    assert main(["compare", "HEAD~2", "HEAD~1", "--repo", str(repo)]) == 0
+    md = capsys.readouterr().out
+    label = "HEAD~2 (" + run(repo, "git", "rev-parse", "--short=7", "HEAD~2").strip() + ")"
+    assert f"_No metrics at {label}._" in md
+    assert table_line(md, "rows.refined_4x.mean_error_deg.mean").endswith("| — | 8.0 | — | — | · |")
+
+
+def test_experiment_by_name_and_not_like_for_like(repo, capsys):
+    assert main(["compare", "HEAD", "exp-tiny", "--repo", str(repo)]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("# simgan compare: HEAD (")
+    assert "→ exp-tiny (" in md.splitlines()[0]
+    assert table_line(md, "rows.refined_1x.mean_error_deg.mean").endswith("| 9.5 | 11.0 | +1.5 | +15.8% | ❌ |")
+    assert "**Not like for like:** gaze `profile` differs (default → tiny)" in md
+    assert "## Results at exp-tiny" in md
+
+
+def test_workspace_default_md_and_plots(repo, tmp_path, capsys):
+    g, h = v2()
+    g["rows"]["refined_4x"]["mean_error_deg"] = ms(7.0, 0.7)
+    target = repo / "metrics/gaze.json"
+    saved = target.read_text()
+    write_json(target, g)
+    try:
+        md_file, plot_dir = tmp_path / "out/report.md", tmp_path / "out/plots"
+        assert main(["compare", "--repo", str(repo), "--md", str(md_file), "--plots", str(plot_dir)]) == 0
+    finally:
+        target.write_text(saved)
+    md = capsys.readouterr().out
+    assert md_file.read_text() == md
+    assert md.splitlines()[0].endswith("→ workspace")
+    assert table_line(md, "rows.refined_4x.mean_error_deg.mean").endswith("| 8.0 | 7.0 | -1.0 | -12.5% | ✅ |")
+    pngs = sorted(p.name for p in plot_dir.iterdir())
+    assert pngs == ["gaze_error_cdf.png", "gaze_train_losses.png"]  # no hand curves at either revision
+    assert all((plot_dir / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert "![gaze_error_cdf](plots/gaze_error_cdf.png)" in md
+
+
+def test_bad_plot_csv_and_bad_metrics_json_are_named(repo, tmp_path):
+    target = repo / "metrics/gaze.json"
+    saved = target.read_text()
+    target.write_text("{not json")
+    try:
+        with pytest.raises(cmp.SimganError, match=r"metrics/gaze.json at workspace: not valid JSON"):
+            cmp.compare(repo, "HEAD", "workspace")
+    finally:
+        target.write_text(saved)
+    csv_path = repo / "plots/gaze/error_cdf.csv"
+    saved = csv_path.read_text()
+    csv_path.write_text("threshold_deg,refined_1x\n1,abc\n")
+    try:
+        with pytest.raises(cmp.SimganError, match=r"error_cdf.csv at workspace, line 2, column 'refined_1x'"):
+            cmp.write_plots(repo, cmp.resolve_rev(repo, "HEAD"), cmp.resolve_rev(repo, "workspace"), tmp_path)
+    finally:
+        csv_path.write_text(saved)
