@@ -8,7 +8,6 @@ integers. Every importer crops with `crop_resize` and maps its landmarks/joints 
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -151,28 +150,35 @@ def parse_size(text: str, where: str = "--size") -> tuple[int, int]:
 
 @dataclass
 class BadInputs:
-    """Inputs that failed to read. Without skip_bad the first one is an error; with it they are
-    dropped and listed (stderr and an optional report file), never silently."""
+    """Inputs that failed to read; never dropped silently. Without skip_bad they are an error: at
+    the first one (fail_fast) or, listing them all, at finish(). With skip_bad they are dropped and
+    listed on stderr and in the optional report file."""
 
     skip_bad: bool = False
     report: Path | None = None
+    fail_fast: bool = True
     items: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, name: str, error: str) -> None:
-        if not self.skip_bad:
-            raise SimganError(error)
         self.items.append((name, error))
+        if self.fail_fast and not self.skip_bad:
+            raise SimganError(error)
 
     def extend(self, items) -> None:
         for name, error in items:
             self.add(name, error)
 
     def finish(self, what: str) -> None:
-        lines = [f"skipped {len(self.items)} bad {what}"] + [f"{n}\t{e}" for n, e in self.items]
-        if self.items:
-            print("\n".join(lines), file=sys.stderr)
+        verb = "skipped" if self.skip_bad else "found"
+        lines = [f"{verb} {len(self.items)} bad {what}"] + [f"{n}\t{e}" for n, e in self.items]
         if self.report is not None:
             write_text_atomic(self.report, "\n".join(lines) + "\n")
+        if self.items:
+            print("\n".join(lines), file=sys.stderr)
+            if not self.skip_bad:
+                where = f" (all listed in {self.report})" if self.report is not None else ""
+                raise SimganError(f"{len(self.items)} bad {what}{where}, first: {self.items[0][1]}; "
+                                  "pass --skip-bad to leave them out")
 
 
 # --------------------------------------------------------------------------------- parallel work
@@ -206,9 +212,3 @@ def parallel_chunks(
     finally:
         _CONTEXT.pop("job", None)
 
-
-def check_out_path(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    if out.suffix.lower() not in (".h5", ".hdf5"):
-        raise SimganError(f"--out {out}: expected a .h5 file name")
-    return out

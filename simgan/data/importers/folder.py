@@ -1,0 +1,197 @@
+"""A folder of images (+ an optional labels table) -> generic data set.
+
+* Images: every file below the folder with an image extension (IMAGE_EXTS), keyed by its path
+  relative to the folder with '/' separators; other files are ignored. Decoded with Pillow to
+  grayscale ("L") or, with color, RGB; 16-bit grayscale is scaled to 8 bits (v / 257, rounded).
+* Fitting to H x W: "center" crops the centred window of the target aspect then area-resizes;
+  "resize" resizes the whole image (aspect may change); "none" requires the exact size.
+* Labels (CSV or Parquet): a `file` column plus numeric columns, each stored as labels/<column>
+  with its dtype unchanged (CSV floats parsed round-trip exact), rows in the table's order. Every
+  image needs a row and every row an image, else an error naming them.
+* Without labels the rows follow the natural order of the file names; the file is unlabeled and
+  by default the real domain.
+* Undecodable images are all listed (stderr, optional report) and are an error unless skip_bad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from simgan.data.format import DatasetWriter
+from simgan.data.importers import BadInputs, base_attrs, box_around, crop_resize, natural_key, parallel_chunks
+from simgan.io import SimganError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+CROPS = ("center", "resize", "none")
+
+
+@dataclass
+class FolderConfig:
+    size: tuple[int, int]  # (H, W)
+    color: bool = False
+    crop: str = "center"
+    labels: Path | None = None
+    units: dict[str, str] = field(default_factory=dict)
+    domain: str | None = None  # default: synthetic with labels, real without
+    workers: int | None = None
+    chunk: int = 256
+    skip_bad: bool = False
+    report: Path | None = None
+
+
+def parse_units(text: str | None) -> dict[str, str]:
+    """'a=deg,b=px' -> {'a': 'deg', 'b': 'px'}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        name, sep, unit = item.partition("=")
+        if not sep or not name.strip():
+            raise SimganError(f"--units: expected name=unit[,name=unit...], got {item!r}")
+        out[name.strip()] = unit.strip()
+    return out
+
+
+def list_images(root: Path) -> list[str]:
+    files = [p.relative_to(root).as_posix() for p in root.rglob("*")
+             if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not p.name.startswith(".")]
+    return sorted(files, key=natural_key)
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() == ".parquet":
+            df = pd.read_parquet(path)
+        elif path.suffix.lower() in (".csv", ".txt"):
+            # pandas >= 3 parses each float to the double nearest its text (as Python's float() does);
+            # the tests hold it to that, since labels must survive import bit for bit.
+            df = pd.read_csv(path, dtype={"file": str})
+        else:
+            raise SimganError(f"{path}: expected a .csv or .parquet labels table")
+    except SimganError:
+        raise
+    except FileNotFoundError:
+        raise SimganError(f"{path}: labels table not found") from None
+    except Exception as e:  # pandas/pyarrow raise many types for malformed tables
+        raise SimganError(f"{path}: cannot read labels table ({type(e).__name__}: {e})") from None
+    if "file" not in df.columns:
+        raise SimganError(f"{path}: expected a 'file' column naming each image, got columns {list(df.columns)}")
+    for col in df.columns:
+        if col == "file":
+            continue
+        if not isinstance(col, str) or not col or "/" in col or col.startswith("."):
+            raise SimganError(f"{path}: column {col!r}: expected a name without '/' (it becomes labels/<name>)")
+        kind = df[col].dtype.kind
+        if kind not in "biuf":
+            raise SimganError(f"{path}: column '{col}': expected numbers, got dtype {df[col].dtype}")
+        if kind == "f" and not np.isfinite(df[col].to_numpy()).all():
+            row = int(np.argmax(~np.isfinite(df[col].to_numpy())))
+            raise SimganError(f"{path}: column '{col}': missing or non-finite value for file {df['file'].iloc[row]!r}")
+    files = df["file"].astype(str).str.replace("\\", "/", regex=False)
+    dup = files[files.duplicated()].unique()
+    if len(dup):
+        raise SimganError(f"{path}: column 'file': {len(dup)} file(s) listed twice, e.g. {list(dup[:5])}")
+    return df.assign(file=files).reset_index(drop=True)
+
+
+def _names(items, limit=5) -> str:
+    items = list(items)
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(map(repr, items[:limit])) + more
+
+
+def to_uint8(im: Image.Image, color: bool) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im).astype(np.int64)
+        if a.min() < 0 or a.max() > 65535:
+            raise ValueError(f"{im.mode} values outside 0..65535")
+        a = np.floor(a / 257.0 + 0.5).astype(np.uint8)  # 65535 -> 255, exact for 8-bit data stored as 16
+        return np.stack([a] * 3, -1) if color else a
+    if im.mode == "F":
+        raise ValueError("floating-point images are not supported")
+    return np.asarray(im.convert("RGB" if color else "L"))
+
+
+def fit_box(h: int, w: int, size: tuple[int, int], crop: str) -> tuple[int, int, int, int] | None:
+    th, tw = size
+    if crop == "resize":
+        return 0, 0, w, h
+    if crop == "none":
+        return (0, 0, w, h) if (h, w) == (th, tw) else None
+    if w * th > h * tw:  # too wide for the target aspect
+        return box_around((w - 1) / 2, (h - 1) / 2, h * tw / th, h)
+    return box_around((w - 1) / 2, (h - 1) / 2, w, w * th / tw)
+
+
+def _decode_chunk(payload, start: int, stop: int, rng) -> tuple[list, list, list]:
+    root, files, cfg = payload
+    imgs, rows, bad = [], [], []
+    for i in range(start, stop):
+        path = root / files[i]
+        try:
+            with Image.open(path) as im:
+                im.load()
+                arr = to_uint8(im, cfg.color)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            bad.append((files[i], f"{path}: cannot decode image ({e})"))
+            continue
+        box = fit_box(arr.shape[0], arr.shape[1], cfg.size, cfg.crop)
+        if box is None:
+            bad.append((files[i], f"{path}: expected {cfg.size[0]}x{cfg.size[1]} with --crop none, "
+                                  f"got {arr.shape[0]}x{arr.shape[1]}"))
+            continue
+        imgs.append(crop_resize(arr, box, cfg.size))
+        rows.append(i)
+    return imgs, rows, bad
+
+
+def import_folder(src: str | Path, out: str | Path, cfg: FolderConfig) -> int:
+    src = Path(src)
+    if cfg.crop not in CROPS:
+        raise SimganError(f"--crop: expected one of {list(CROPS)}, got {cfg.crop!r}")
+    if not src.is_dir():
+        raise SimganError(f"{src}: expected a folder of images")
+    found = list_images(src)
+    if not found:
+        raise SimganError(f"{src}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found")
+    table = None
+    if cfg.labels is not None:
+        table = read_labels(Path(cfg.labels))
+        listed, present = set(table["file"]), set(found)
+        if listed - present:
+            raise SimganError(f"{cfg.labels}: labels for images not in {src}: {_names(sorted(listed - present))}")
+        if present - listed:
+            raise SimganError(f"{src}: images without a row in {cfg.labels}: {_names(sorted(present - listed, key=natural_key))}")
+        files = list(table["file"])
+        unknown = set(cfg.units) - set(table.columns[table.columns != "file"])
+        if unknown:
+            raise SimganError(f"--units: no label column named {_names(sorted(unknown))} in {cfg.labels}")
+    else:
+        files = found
+        if cfg.units:
+            raise SimganError("--units: given without --labels")
+    domain = cfg.domain or ("synthetic" if table is not None else "real")
+    attrs = base_attrs("generic", domain, "folder", image_order="labels table" if table is not None else "natural file order",
+                       color=bool(cfg.color), crop=cfg.crop)
+    bad = BadInputs(cfg.skip_bad, cfg.report, fail_fast=False)
+    columns = [c for c in table.columns if c != "file"] if table is not None else []
+    n = 0
+    with DatasetWriter(out, attrs, require_labels=False) as w:
+        for imgs, rows, errs in parallel_chunks(_decode_chunk, (src, files, cfg), len(files), 0, cfg.workers, cfg.chunk):
+            bad.extend(errs)
+            if not rows:
+                continue
+            block = {"images": np.stack(imgs)}
+            for col in columns:
+                block[f"labels/{col}"] = table[col].to_numpy()[rows]
+            w.append(block)
+            n += len(rows)
+        bad.finish(f"images in {src}")
+        if n == 0:
+            raise SimganError(f"{src}: no image could be decoded")
+        for col in columns:
+            w.set_group_attrs(f"labels/{col}", unit=cfg.units.get(col, ""))
+    return n
