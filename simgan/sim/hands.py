@@ -11,7 +11,8 @@ joint's (u, v) is the projection of its 3-D position through the same camera the
 Conventions (the project's hand schema)
 - pixel (row i, column j) has its centre at u = j, v = i;
 - depth is normalized to the hand: d_norm = (z - z_centre) / HALF_CUBE_MM clipped to [-1, 1],
-  z_centre = depth of the joint centroid; background and sensor holes are 1.0 (far);
+  z_centre = median depth of the clean hand's pixels (as the NYU importer centres on the median of
+  the synthdepth-masked pixels); background and sensor holes are 1.0 (far);
 - joints (N, 14, 3) float32: u, v in pixels of the stored image, d normalized like the depth.
 
 Joint order (JOINT_NAMES) follows NYU's 14 evaluated joints, indices
@@ -40,6 +41,7 @@ to a raw Kinect so that the effects survive the ~5x downsampling to 64 px; they 
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -310,7 +312,7 @@ class CropCamera:
     focal: np.ndarray  # (B,)
     cu: np.ndarray
     cv: np.ndarray
-    z_centre: np.ndarray  # depth (mm) that maps to normalized depth 0
+    z_centre: np.ndarray  # depth (mm) that maps to normalized depth 0 (the hand's median depth)
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """(B, K, 3) camera-frame mm -> (B, K, 3) float32 (u, v, d_norm), d_norm clipped to [-1, 1]."""
@@ -403,12 +405,13 @@ def raycast_chains(zbuf, cam: CropCamera, size: int, points, joint_radius, segme
     x, y = cam.rays(size)
     dd = x * x + y * y + 1.0
     inv_dd = 1.0 / dd
-    for c in range(points.shape[1]):
-        dots: list[np.ndarray] = []
-        _cast_spheres(zbuf, dots, points[:, c], joint_radius[:, c], x, y, dd, inv_dd)
-        for s in range(points.shape[2] - 1):
-            _cast_cylinders(zbuf, dots[s], dots[s + 1], points[:, c, s], points[:, c, s + 1],
-                            segment_radius[:, c, s], dd)
+    with np.errstate(invalid="ignore", divide="ignore"):  # misses are NaN by design
+        for c in range(points.shape[1]):
+            dots: list[np.ndarray] = []
+            _cast_spheres(zbuf, dots, points[:, c], joint_radius[:, c], x, y, dd, inv_dd)
+            for s in range(points.shape[2] - 1):
+                _cast_cylinders(zbuf, dots[s], dots[s + 1], points[:, c, s], points[:, c, s + 1],
+                                segment_radius[:, c, s], dd)
     return zbuf
 
 
@@ -444,6 +447,13 @@ def render_poses(poses: HandPoses, size: int, forearm: bool = False):
         parts_full.append(full)
     hand = np.concatenate(parts_hand)
     full = np.concatenate(parts_full) if forearm else None
+    # Normalize depth around the median of the hand's pixels, as the NYU importer does with the
+    # synthdepth mask, so both sources put a hand's bulk at d = 0.
+    hand_pixels = np.where(np.isfinite(hand), hand, np.nan).reshape(len(hand), -1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an empty view falls back below
+        median = np.nanmedian(hand_pixels, axis=1)
+    cam = replace(cam, z_centre=np.where(np.isfinite(median), median, cam.z_centre))
     return hand, full, cam.project(geom.nyu), cam
 
 
