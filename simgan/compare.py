@@ -267,10 +267,6 @@ def _num(x) -> str:
     return x if isinstance(x, str) else json.dumps(x)
 
 
-def _md_table(header: list[str], body: list[list[str]]) -> str:
-    return report._md_table(header, body)
-
-
 def changes_table_md(diff: dict, show_all: bool) -> str:
     body = []
     for file in sorted(diff):
@@ -288,7 +284,7 @@ def changes_table_md(diff: dict, show_all: bool) -> str:
             body.append([f"`{key}`", file, _num(old), _num(new), change, rel, mark(key, old, new)])
     if not body:
         return "_No metric changed._"
-    return _md_table(["Metric", "File", "Old", "New", "Change", "Relative", ""], body)
+    return report.md_table(["Metric", "File", "Old", "New", "Change", "Relative", ""], body)
 
 
 def params_table_md(diff: dict) -> str:
@@ -296,7 +292,7 @@ def params_table_md(diff: dict) -> str:
             for file in sorted(diff) for key, e in sorted(diff[file].items())]
     if not body:
         return "_No param changed._"
-    return _md_table(["Param", "File", "Old", "New"], body)
+    return report.md_table(["Param", "File", "Old", "New"], body)
 
 
 def _comparability_warning(ma: dict, mb: dict) -> str:
@@ -329,7 +325,10 @@ def build_report(a: Rev, b: Rev, mdiff: dict, pdiff: dict, ma: dict, mb: dict, s
         out += ["## Plots", "\n\n".join(f"![{Path(p).stem}]({p})" for p in plots)]
     for rev, m in ((a, ma), (b, mb)):
         out.append(f"## Results at {rev.label}")
-        out.append(report.report_md(m, level=3) if m else f"_No metrics at {rev.label}._")
+        try:
+            out.append(report.report_md(m, level=3) if m else f"_No metrics at {rev.label}._")
+        except SimganError as e:
+            raise SimganError(f"metrics at {rev.label}: {e}") from None
     return "\n\n".join(s.rstrip("\n") for s in out) + "\n"
 
 

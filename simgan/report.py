@@ -174,7 +174,8 @@ def _present_rows(metrics: Mapping, spec: _TaskSpec) -> list[tuple[str, str, str
     return known + extra
 
 
-def _md_table(header: list[str], body: list[list[str]]) -> str:
+def md_table(header: list[str], body: list[list[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
@@ -224,7 +225,7 @@ def _task_table_md(metrics: Mapping, spec: _TaskSpec) -> str:
                          "data set from its test set; ours is trained on the real domain it is tested on.")
         notes.append(f"Paper ablation {RECALLED}: without the history buffer the refined mean error rose to "
                      f"{PAPER['gaze']['no_history_buffer_mean_error_deg']} deg (from 7.8).")
-    return _md_table(header, body) + "\n\n" + "\n\n".join(notes)
+    return md_table(header, body) + "\n\n" + "\n\n".join(notes)
 
 
 def gaze_table_md(metrics: Mapping) -> str:
@@ -253,7 +254,7 @@ def _gain_md(metrics: Mapping) -> str:
         paper = f"{derived[key]:.1f} (from Table 3)" if key in derived else ""
         body.append([f"`{key}`", ours, paper])
     return ("\n\nRelative gain of refined over synthetic training (mean error, %):\n\n"
-            + _md_table(["Gain", "Ours (%)", f"Paper {RECALLED}"], body))
+            + md_table(["Gain", "Ours (%)", f"Paper {RECALLED}"], body))
 
 
 def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
@@ -274,7 +275,7 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
                          f"{paper} (humans)" if paper is not None else ""])
     if not body:
         return "_No realism metrics._"
-    return (_md_table(["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)",
+    return (md_table(["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)",
                        f"Paper {RECALLED}"], body)
             + "\n\n50% means the classifier cannot tell the pair apart; the paper's numbers are people's "
               "accuracy in a visual Turing test, so only the direction is comparable.")
@@ -301,7 +302,7 @@ def label_preservation_md(metrics_by_task: Mapping[str, Mapping]) -> str:
             body.append([task, label, ours, format_mean_std(paper) if paper else ""])
     if not body:
         return "_No label-preservation metrics._"
-    return _md_table(["Task", "Shift between synthetic and refined", "Ours", f"Paper {RECALLED}"], body)
+    return md_table(["Task", "Shift between synthetic and refined", "Ours", f"Paper {RECALLED}"], body)
 
 
 # --- verdicts -----------------------------------------------------------------------------------

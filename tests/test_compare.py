@@ -268,6 +268,11 @@ def test_bad_plot_csv_and_bad_metrics_json_are_named(repo, tmp_path):
             cmp.compare(repo, "HEAD", "workspace")
     finally:
         target.write_text(saved)
+    bad = full_gaze()
+    bad["rows"]["refined_4x"]["mean_error_deg"] = "8.0"
+    ws = cmp.resolve_rev(repo, "workspace")
+    with pytest.raises(cmp.SimganError, match=r"metrics at workspace: gaze metrics: rows\.refined_4x\.mean_error_deg"):
+        cmp.build_report(cmp.resolve_rev(repo, "HEAD"), ws, {}, {}, {}, {"gaze": bad}, False, [], [])
     csv_path = repo / "plots/gaze/error_cdf.csv"
     saved = csv_path.read_text()
     csv_path.write_text("threshold_deg,refined_1x\n1,abc\n")
@@ -276,3 +281,63 @@ def test_bad_plot_csv_and_bad_metrics_json_are_named(repo, tmp_path):
             cmp.write_plots(repo, cmp.resolve_rev(repo, "HEAD"), cmp.resolve_rev(repo, "workspace"), tmp_path)
     finally:
         csv_path.write_text(saved)
+
+
+# --- the CI workflow ---------------------------------------------------------------------------
+
+WORKFLOW = Path(__file__).resolve().parents[1] / ".github/workflows/ci.yml"
+
+
+def workflow_steps() -> list[dict]:
+    import yaml
+
+    return yaml.safe_load(WORKFLOW.read_text())["jobs"]["test"]["steps"]
+
+
+def test_workflow_shape():
+    steps = workflow_steps()
+    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 2  # HEAD~1 must exist for compare
+    python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
+    assert str(python["with"]["python-version"]) == "3.11"
+    runs = [s.get("run", "") for s in steps]
+    assert runs.index(next(r for r in runs if "bash .ci/run" in r)) < runs.index(
+        next(r for r in runs if "simgan compare" in r))
+    assert any("--index-url https://download.pytorch.org/whl/cpu" in r for r in runs)
+
+
+def _compare_step_script() -> str:
+    return next(s["run"] for s in workflow_steps() if "simgan compare" in s.get("run", ""))
+
+
+def _run_step(repo: Path, tmp_path: Path) -> tuple[int, str]:
+    """Run the workflow's compare step as GitHub would (bash -e), with a .venv/bin/simgan that runs
+    this checkout's simgan."""
+    shim = repo / ".venv/bin/simgan"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m simgan.cli "$@"\n')
+    shim.chmod(0o755)
+    summary = tmp_path / "summary.md"
+    env = dict(ENV, GITHUB_STEP_SUMMARY=str(summary), PYTHONPATH=str(Path(cmp.__file__).parents[1]))
+    p = subprocess.run(["bash", "-e", "-c", _compare_step_script()], cwd=repo, env=env,
+                       capture_output=True, text=True)
+    return p.returncode, summary.read_text() if summary.exists() else ""
+
+
+def test_workflow_compare_step_writes_the_summary(repo, tmp_path):
+    exclude = repo / ".git/info/exclude"
+    exclude.write_text(exclude.read_text() + "\n/.venv/\n/report.md\n")
+    rc, summary = _run_step(repo, tmp_path)
+    assert rc == 0
+    assert summary.startswith("# simgan compare: HEAD~1 (")
+    assert "| `rows.refined_4x.mean_error_deg.mean` | metrics/gaze.json | 8.0 | 9.0 | +1.0 | +12.5% | ❌ |" in summary
+    assert (repo / "report.md").read_text() == summary
+
+
+def test_workflow_compare_step_on_a_first_commit(tmp_path):
+    r = tmp_path / "first"
+    r.mkdir()
+    run(r, "git", "init", "-q")
+    run(r, "git", "commit", "-q", "--allow-empty", "-m", "first")
+    rc, summary = _run_step(r, tmp_path)
+    assert rc == 0 and "no parent commit" in summary
