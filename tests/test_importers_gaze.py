@@ -233,3 +233,25 @@ def test_kaggle_import(tmp_path):
     (tmp_path / "trunc.h5").write_bytes((tmp_path / "gaze.h5").read_bytes()[:1000])
     with pytest.raises(SimganError, match=r"trunc\.h5: not a readable HDF5"):
         import_kaggle(tmp_path / "trunc.h5", tmp_path / "x.h5")
+
+
+def test_cli_gaze_importers(tmp_path, capsys):
+    from simgan.cli import main
+
+    (tmp_path / "ue").mkdir()
+    for i in range(4):
+        _render(tmp_path / "ue", i, head=f"({350 + 5 * i}, 0, 0)")
+    rc = main(["import", "unityeyes", str(tmp_path / "ue"), "--out", str(tmp_path / "u.h5"), "--head-pitch=-12,2",
+               "--resample", "uniform", "--resample-n", "5", "--seed", "3", "--workers", "1"])
+    assert rc == 0 and "wrote 5 rows" in capsys.readouterr().out
+    with open_dataset(tmp_path / "u.h5") as ds:
+        assert set(np.round(ds["head_pose"][:, 0])) <= {-10.0, -5.0, 0.0} and ds.attrs["seed"] == 3
+    _mpii(tmp_path / "MPIIGaze")
+    rc = main(["import", "mpiigaze", str(tmp_path / "MPIIGaze"), "--out", str(tmp_path / "m.h5"), "--subset", "eval",
+               "--persons", "p00", "--no-mirror", "--fit", "resize", "--workers", "1"])
+    assert rc == 0 and "wrote 2 rows" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse rejects a malformed person list before any work
+        main(["import", "mpiigaze", str(tmp_path / "MPIIGaze"), "--out", str(tmp_path / "m.h5"), "--persons", "x1"])
+    assert "like p00,p01" in capsys.readouterr().err
+    rc = main(["import", "kaggle", str(tmp_path / "none.h5"), "--out", str(tmp_path / "k.h5")])
+    assert rc == 2 and "none.h5: file not found" in capsys.readouterr().err

@@ -124,3 +124,14 @@ def test_bad_frames(tmp_path):
         import_nyu(tmp_path, tmp_path / "x.h5", None, NYUConfig(workers=1))
     with pytest.raises(SimganError, match=r"expected NYU 'test/joint_data.mat'"):
         import_nyu(tmp_path, tmp_path / "x.h5", None, NYUConfig(split="test"))
+
+
+def test_cli_nyu(tmp_path, capsys):
+    from simgan.cli import main
+
+    _dataset(tmp_path / "raw")
+    rc = main(["import", "nyu", str(tmp_path / "raw"), "--out-synthetic", str(tmp_path / "s.h5"), "--out-real",
+               str(tmp_path / "r.h5"), "--size", "32", "--half-range-mm", "200", "--limit", "2", "--workers", "1"])
+    assert rc == 0 and "wrote 2 rows" in capsys.readouterr().out
+    with open_dataset(tmp_path / "r.h5") as ds:
+        assert ds["depth"].shape == (2, 32, 32) and ds.attrs["half_range_mm"] == 200.0

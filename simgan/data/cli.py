@@ -119,7 +119,8 @@ def register(subparsers) -> None:
     p.add_argument("src", type=Path, help="folder of N.jpg + N.json")
     _common(p)
     p.add_argument("--crop-scale", type=float, default=2.5, help="crop width in eye widths (default 2.5)")
-    p.add_argument("--head-pitch", type=_range, metavar="MIN,MAX", help="keep head pitch in this range (deg)")
+    p.add_argument("--head-pitch", type=_range, metavar="MIN,MAX",
+                   help="keep head pitch in this range (deg); write --head-pitch=-30,30 when MIN is negative")
     p.add_argument("--head-yaw", type=_range, metavar="MIN,MAX", help="keep head yaw in this range (deg)")
     p.add_argument("--resample", metavar="uniform|FILE.h5", help="resample to a uniform gaze histogram or to FILE's")
     p.add_argument("--resample-n", type=int, help="images to draw when resampling (default: as many as kept)")
