@@ -26,12 +26,12 @@ from simgan.io import SimganError, atomic_path, write_text_atomic
 
 WORKSPACE = "workspace"
 METRICS_FILES = {"gaze": "metrics/gaze.json", "hand": "metrics/hand.json"}
-# (task, file stem, x column): the curves drawn side by side by --plots.
+# (task, file stem, x column, y label): the curves drawn side by side by --plots.
 PLOT_FILES = (
-    ("gaze", "error_cdf", "threshold_deg"),
-    ("hand", "pck", "threshold_px"),
-    ("gaze", "train_losses", "step"),
-    ("hand", "train_losses", "step"),
+    ("gaze", "error_cdf", "threshold_deg", "% of test images within threshold"),
+    ("hand", "pck", "threshold_px", "% of joints within threshold"),
+    ("gaze", "train_losses", "step", "loss / discriminator accuracy"),
+    ("hand", "train_losses", "step", "loss / discriminator accuracy"),
 )
 _TIMEOUT_S = 600
 _GOOD, _BAD, _NEUTRAL = "✅", "❌", "·"
@@ -358,11 +358,15 @@ def write_plots(repo: Path, a: Rev, b: Rev, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    for task, stem, x_col in PLOT_FILES:
+    for task, stem, x_col, y_label in PLOT_FILES:
         path = f"plots/{task}/{stem}.csv"
         data = [(rev, _read_csv(repo, rev, path)) for rev in (a, b)]
         if all(d is None for _, d in data):
             continue
+        # One colour per curve name across both panels, so a row keeps its colour even when the
+        # revisions have different columns.
+        names = list(dict.fromkeys(n for _, cols in data if cols for n in cols if n != x_col))
+        colour = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
         for ax, (rev, cols) in zip(axes, data):
             ax.set_title(f"{task} {stem} @ {rev.label}", fontsize=9)
@@ -372,8 +376,9 @@ def write_plots(repo: Path, a: Rev, b: Rev, out_dir: Path) -> list[Path]:
                 continue
             for name, ys in cols.items():
                 if name != x_col:
-                    ax.plot(cols[x_col], ys, label=name, linewidth=1.2)
+                    ax.plot(cols[x_col], ys, label=name, linewidth=1.2, color=colour[name])
             ax.set_xlabel(x_col)
+            ax.set_ylabel(y_label)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()
