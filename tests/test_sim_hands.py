@@ -110,7 +110,7 @@ def _on_axis(poses):
 
 
 def _rotate_about_camera_axis(poses, angle):
-    rz = H._rot_z(np.full(len(poses), angle))
+    rz = H._axis_rotation(np.full(len(poses), angle), 2)
     return H.replace(poses, rotation=rz @ poses.rotation,
                      translation=np.einsum("bij,bj->bi", rz, poses.translation),
                      forearm_dir=np.einsum("bij,bj->bi", rz, poses.forearm_dir))

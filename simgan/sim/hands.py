@@ -161,22 +161,16 @@ class HandPoses:
 
 
 # ------------------------------------------------------------------------------------ poses
-def _rot_x(a):
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
-
-
-def _rot_y(a):
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
-
-
-def _rot_z(a):
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+def _axis_rotation(angle, axis: int) -> np.ndarray:
+    """(..., 3, 3) right-handed rotations by `angle` (radians) about camera axis 0 (X), 1 or 2."""
+    angle = np.asarray(angle, dtype=np.float64)
+    i, j = {0: (1, 2), 1: (2, 0), 2: (0, 1)}[axis]
+    m = np.zeros(angle.shape + (3, 3))
+    m[..., axis, axis] = 1.0
+    m[..., i, i] = m[..., j, j] = np.cos(angle)
+    m[..., i, j] = -np.sin(angle)
+    m[..., j, i] = np.sin(angle)
+    return m
 
 
 # Hand frame -> camera for the rest pose: fingers up in the image (-Y), palm facing the camera (-Z).
@@ -214,7 +208,8 @@ def sample_poses(n: int, rng: np.random.Generator, domain: str = "synthetic") ->
     roll = rng.uniform(-100, 100, n) * deg
     yaw = rng.uniform(-70, 70, n) * deg
     pitch = rng.uniform(-45, 45, n) * deg
-    rotation = _rot_z(roll) @ _rot_y(yaw) @ _rot_x(pitch) @ _REST_ROTATION
+    rotation = (_axis_rotation(roll, 2) @ _axis_rotation(yaw, 1) @ _axis_rotation(pitch, 0)
+                @ _REST_ROTATION)
     scale = rng.uniform(*_SCALE_RANGE, n)
 
     # Place the palm centre at a random depth and somewhere in the central part of the sensor.
@@ -226,7 +221,7 @@ def sample_poses(n: int, rng: np.random.Generator, domain: str = "synthetic") ->
 
     # Forearm: continues the palm backwards with wrist flexion/deviation; an arm comes from the
     # body behind the hand, so a direction pointing at the camera is mirrored away from it.
-    wrist = _rot_x(rng.uniform(-35, 35, n) * deg) @ _rot_z(rng.uniform(-20, 20, n) * deg)
+    wrist = _axis_rotation(rng.uniform(-35, 35, n) * deg, 0) @ _axis_rotation(rng.uniform(-20, 20, n) * deg, 2)
     forearm_dir = np.einsum("bij,bj->bi", rotation @ wrist, np.broadcast_to([0.0, -1.0, 0.0], (n, 3)))
     forearm_dir[:, 2] = np.abs(forearm_dir[:, 2])
     return HandPoses(flexion, spread, thumb_abduction, thumb_opposition, rotation, translation, scale, forearm_dir)
