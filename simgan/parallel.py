@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -64,12 +65,10 @@ def map_chunks(
 
 def _single_thread() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        import torch
-
+    # only when the parent already loaded torch: importing it here would cost seconds per pool
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a hard dependency, but keep workers light
-        pass
 
 
 def concat_chunks(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
