@@ -580,6 +580,9 @@ def _chunks(n, seed, domain, workers, chunk, supersample):
     _check_domain(domain)
     _check_counts(n, seed, workers, chunk)
     fn = functools.partial(_render_chunk, domain=domain, supersample=_check_supersample(supersample))
+    # Import torch here, before map_chunks forks: workers inherit it instead of each paying the
+    # import (seconds on a busy machine).
+    import torch  # noqa: F401
     for _, arrays in map_chunks(fn, n, seed, workers=workers, chunk=chunk):
         yield arrays
 
