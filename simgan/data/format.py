@@ -283,18 +283,19 @@ class Dataset:
             self._h5.close()
             raise
         self.attrs = {k: _attr_value(v) for k, v in self._h5.attrs.items()}
+        self._keys = _h5_keys(self._h5)  # read-only file: listing once keeps per-chunk reads cheap
         self.image_key = image_key(self.task)
         first = self._h5[self.image_key]
         self.chunk_rows = int(first.chunks[0]) if first.chunks else self.n
 
     def keys(self) -> list[str]:
-        return _h5_keys(self._h5)
+        return list(self._keys)
 
     def __contains__(self, key: str) -> bool:
-        return key in self.keys()
+        return key in self._keys
 
     def _dataset(self, key: str) -> h5py.Dataset:
-        if key not in self.keys():
+        if key not in self._keys:
             raise DatasetError(f"{self.path}: key '{key}': missing; this file has {self.keys()}")
         return self._h5[key]
 
