@@ -1,0 +1,579 @@
+"""Downstream estimators that score S+U learning: the gaze CNN and the stacked-hourglass hand net.
+
+The paper's claim is about these networks (a gaze CNN trained on refined images beats one trained
+on synthetic ones), so they are trained many times per experiment (sources x sizes x seeds); the
+training loop keeps the data in memory as tensors and offers bf16 autocast + channels_last, which
+roughly halve CPU step time. Everything random comes from `seed`, so a variant is reproducible.
+
+Public API
+- GazeNet, HandNet: the networks (``forward`` for training, ``features`` for k-NN baselines).
+- train_estimator, predict, features: work on arrays in the stored data format.
+- save_estimator, load_estimator: plain-dict checkpoints, loaded with ``weights_only=True``.
+- heatmap_to_uv, gaussian_heatmaps: conversions between joints and heatmaps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import pickle
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from simgan.io import SimganError, atomic_path
+
+TASKS = ("gaze", "hand")
+CHECKPOINT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Input conversion
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+
+
+def images_to_input(images: np.ndarray, task: str, name: str = "images") -> torch.Tensor:
+    """Stored-format array -> float32 N x 1 x H x W tensor in [-1, 1].
+
+    Gaze: (N,H,W) uint8 -> x/127.5 - 1 (a float array is taken as already in [-1, 1], so refined
+    images kept as floats need no lossy round trip). Hand: (N,S,S) float depth in [-1, 1]."""
+    _check_task(task)
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[0] == 0:
+        raise ValueError(f"{name}: expected a non-empty (N, H, W) array for task {task!r}, got shape {images.shape}")
+    if images.dtype == np.uint8:
+        if task == "hand":
+            raise ValueError(f"{name}: hand depth must be float in [-1, 1], got uint8")
+        t = torch.from_numpy(images).float().div_(127.5).sub_(1.0)
+    elif np.issubdtype(images.dtype, np.floating):
+        lo, hi = float(images.min()), float(images.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+            raise ValueError(f"{name}: expected float values in [-1, 1], got range [{lo:.4g}, {hi:.4g}]")
+        t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    else:
+        raise ValueError(f"{name}: expected uint8 (gaze) or float (in [-1, 1]) array, got dtype {images.dtype}")
+    return t.unsqueeze(1)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _resolve_device(device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available; use 'cpu'")
+    return dev
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaze CNN
+
+
+class GazeNet(nn.Module):
+    """The paper's gaze CNN: conv3x3 32, 32, 64, maxpool3x3/2, conv3x3 80, 192, maxpool2x2/2,
+    FC(flattened) -> fc -> 3.
+
+    Convolutions are unpadded: that is what makes the paper's "FC 9600" come out exactly
+    (192 x 5 x 10 for a 35 x 55 input). Channel counts scale with `width` (CPU default 0.5).
+    The output is an unnormalized 3-D vector trained with L2 against the unit label."""
+
+    task = "gaze"
+
+    def __init__(
+        self,
+        width: float = 1.0,
+        in_channels: int = 1,
+        in_hw: Sequence[int] = (35, 55),
+        fc: int = 1000,
+        batchnorm: bool = False,
+    ):
+        super().__init__()
+        if not (width > 0):
+            raise ValueError(f"width: expected > 0, got {width}")
+        if int(in_channels) < 1:
+            raise ValueError(f"in_channels: expected >= 1, got {in_channels}")
+        if int(fc) < 1:
+            raise ValueError(f"fc: expected >= 1, got {fc}")
+        in_hw = tuple(int(v) for v in in_hw)
+        if len(in_hw) != 2 or min(in_hw) < 15:
+            raise ValueError(f"in_hw: expected (H, W) with both >= 15 (valid convs + pools), got {in_hw}")
+        self.net_kwargs = dict(width=float(width), in_channels=int(in_channels), in_hw=list(in_hw),
+                               fc=int(fc), batchnorm=bool(batchnorm))
+        ch = [max(1, round(c * width)) for c in (32, 32, 64, 80, 192)]
+
+        def conv(cin, cout):
+            layers = [nn.Conv2d(cin, cout, 3, bias=not batchnorm)]
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.ReLU(inplace=True))
+            return layers
+
+        self.conv = nn.Sequential(
+            *conv(in_channels, ch[0]), *conv(ch[0], ch[1]), *conv(ch[1], ch[2]),
+            nn.MaxPool2d(3, 2),
+            *conv(ch[2], ch[3]), *conv(ch[3], ch[4]),
+            nn.MaxPool2d(2, 2),
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, in_channels, *in_hw)).numel()
+        self.flat_features = flat
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, fc), nn.ReLU(inplace=True))
+        self.head = nn.Linear(fc, 3)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Stacked hourglass
+
+
+class _Residual(nn.Module):
+    """Pre-activation bottleneck (Newell et al. 2016): cheap at 3x3 because it runs at c/2."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = max(1, cout // 2)
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, mid, 1, bias=False),
+            nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, mid, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 1),
+        )
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x):
+        return self.skip(x) + self.body(x)
+
+
+class _Hourglass(nn.Module):
+    def __init__(self, depth: int, ch: int):
+        super().__init__()
+        self.up = _Residual(ch, ch)
+        self.down = _Residual(ch, ch)
+        self.inner = _Hourglass(depth - 1, ch) if depth > 1 else _Residual(ch, ch)
+        self.out = _Residual(ch, ch)
+
+    def forward(self, x):
+        low = self.out(self.inner(self.down(F.max_pool2d(x, 2))))
+        return self.up(x) + F.interpolate(low, scale_factor=2, mode="nearest")
+
+
+class HandNet(nn.Module):
+    """Stacked hourglass for depth hands: `stacks` hourglasses with intermediate supervision.
+
+    forward(x) -> heatmaps (N, stacks, joints, h, h); the last stack is the prediction. The stem
+    halves the resolution once per factor of 2 between `in_size` and `heatmap_size` (default
+    in_size/2). Defaults (64 in, 32 heatmaps, 32 channels) keep ~1000 steps at batch 32 around a
+    minute on 2 CPU cores; the paper used 224 in, 64 heatmaps."""
+
+    task = "hand"
+
+    def __init__(
+        self,
+        stacks: int = 2,
+        channels: int = 32,
+        joints: int = 14,
+        in_size: int = 64,
+        heatmap_size: int | None = None,
+        depth: int = 3,
+        sigma: float = 1.0,
+    ):
+        super().__init__()
+        heatmap_size = int(in_size) // 2 if heatmap_size is None else int(heatmap_size)
+        for name, v, lo in (("stacks", stacks, 1), ("channels", channels, 2), ("joints", joints, 1),
+                            ("in_size", in_size, 4), ("depth", depth, 1)):
+            if int(v) < lo:
+                raise ValueError(f"{name}: expected an integer >= {lo}, got {v}")
+        ratio = int(in_size) // heatmap_size if heatmap_size > 0 else 0
+        if heatmap_size < 1 or ratio * heatmap_size != int(in_size) or ratio & (ratio - 1):
+            raise ValueError(f"heatmap_size: expected in_size / 2^k (in_size={in_size}), got {heatmap_size}")
+        if heatmap_size % (2 ** int(depth)):
+            raise ValueError(f"depth: heatmap_size {heatmap_size} must be divisible by 2^depth, got depth={depth}")
+        if not sigma > 0:
+            raise ValueError(f"sigma: expected > 0 (heatmap pixels), got {sigma}")
+        self.net_kwargs = dict(stacks=int(stacks), channels=int(channels), joints=int(joints),
+                               in_size=int(in_size), heatmap_size=heatmap_size, depth=int(depth),
+                               sigma=float(sigma))
+        self.stacks, self.joints = int(stacks), int(joints)
+        self.in_size, self.heatmap_size, self.sigma = int(in_size), heatmap_size, float(sigma)
+        c = int(channels)
+        stem: list[nn.Module] = [nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        for _ in range(ratio.bit_length() - 1):
+            stem += [_Residual(c, c), nn.MaxPool2d(2)]
+        stem.append(_Residual(c, c))
+        self.stem = nn.Sequential(*stem)
+        self.hourglasses = nn.ModuleList(_Hourglass(int(depth), c) for _ in range(stacks))
+        self.post = nn.ModuleList(
+            nn.Sequential(_Residual(c, c), nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+            for _ in range(stacks)
+        )
+        self.to_heat = nn.ModuleList(nn.Conv2d(c, joints, 1) for _ in range(stacks))
+        # Re-injection of features and predictions into the next stack (intermediate supervision).
+        self.back_feat = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(stacks - 1))
+        self.back_heat = nn.ModuleList(nn.Conv2d(joints, c, 1) for _ in range(stacks - 1))
+
+    def _run(self, x):
+        x = self.stem(x)
+        heats, feat = [], None
+        for i in range(self.stacks):
+            feat = self.post[i](self.hourglasses[i](x))
+            heat = self.to_heat[i](feat)
+            heats.append(heat)
+            if i < self.stacks - 1:
+                x = x + self.back_feat[i](feat) + self.back_heat[i](heat)
+        return torch.stack(heats, 1), feat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        # 4x4 pooling keeps coarse layout, which a k-NN over hand poses needs.
+        return F.adaptive_avg_pool2d(self._run(x)[1], 4).flatten(1)
+
+
+NETS: dict[str, type[nn.Module]] = {"gaze": GazeNet, "hand": HandNet}
+
+
+def build_estimator(task: str, net_kwargs: dict | None = None) -> nn.Module:
+    _check_task(task)
+    try:
+        return NETS[task](**(net_kwargs or {}))
+    except TypeError as e:
+        raise ValueError(f"net_kwargs: not valid for the {task} network: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Heatmaps and coordinates
+#
+# Pixel-centre convention: pixel (row i, col j) has its centre at (u=j, v=i). Rescaling between
+# an S-pixel image and an h-pixel heatmap maps u -> (u + 0.5) * h / S - 0.5 (align_corners=False).
+
+
+def rescale_uv(uv, src: int, dst: int):
+    return (uv + 0.5) * (dst / src) - 0.5
+
+
+def gaussian_heatmaps(uv: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """(N, J, 2) heatmap-pixel coordinates -> (N, J, size, size) unnormalized Gaussians (peak 1)."""
+    grid = torch.arange(size, dtype=uv.dtype, device=uv.device)
+    gx = torch.exp(-((grid - uv[..., 0:1]) ** 2) / (2 * sigma**2))  # N,J,W
+    gy = torch.exp(-((grid - uv[..., 1:2]) ** 2) / (2 * sigma**2))  # N,J,H
+    heat = gy.unsqueeze(-1) * gx.unsqueeze(-2)
+    # Far tails underflow to denormals, which are very slow on CPU and carry no signal.
+    return torch.where(heat < 1e-12, torch.zeros_like(heat), heat)
+
+
+def soft_argmax(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Differentiable (N, J, h, w) -> (N, J, 2) expected (u, v) under softmax(beta * heatmap)."""
+    n, j, h, w = heatmaps.shape
+    p = torch.softmax(beta * heatmaps.reshape(n, j, -1).float(), -1).reshape(n, j, h, w)
+    u = (p.sum(2) * torch.arange(w, dtype=p.dtype, device=p.device)).sum(-1)
+    v = (p.sum(3) * torch.arange(h, dtype=p.dtype, device=p.device)).sum(-1)
+    return torch.stack([u, v], -1)
+
+
+def heatmap_to_uv(heatmaps: torch.Tensor, method: str = "argmax") -> torch.Tensor:
+    """(N, J, h, w) heatmaps -> (N, J, 2) (u, v) in heatmap pixels.
+
+    "argmax": the peak refined to sub-pixel by a parabola through the log-heat of the peak and its
+    two neighbours per axis (exact for a Gaussian peak). "soft": `soft_argmax`."""
+    if method == "soft":
+        return soft_argmax(heatmaps)
+    if method != "argmax":
+        raise ValueError(f"method: expected 'argmax' or 'soft', got {method!r}")
+    hm = heatmaps.float()
+    n, j, h, w = hm.shape
+    idx = hm.reshape(n, j, -1).argmax(-1)
+    v, u = idx // w, idx % w
+    logh = torch.log(hm.clamp_min(1e-6))
+    padded = F.pad(logh, (1, 1, 1, 1), mode="replicate")
+    flat = padded.reshape(n, j, -1)
+    W = w + 2
+
+    def at(dv, du):
+        return flat.gather(-1, ((v + 1 + dv) * W + (u + 1 + du)).unsqueeze(-1)).squeeze(-1)
+
+    c = at(0, 0)
+
+    def offset(lo, hi):
+        denom = lo - 2 * c + hi
+        off = 0.5 * (lo - hi) / torch.where(denom < -1e-6, denom, torch.full_like(denom, -1e6))
+        return off.clamp(-0.5, 0.5)
+
+    # At the border one neighbour is missing and the parabola is undefined: keep the integer peak.
+    du = torch.where((u > 0) & (u < w - 1), offset(at(0, -1), at(0, 1)), torch.zeros_like(c))
+    dv = torch.where((v > 0) & (v < h - 1), offset(at(-1, 0), at(1, 0)), torch.zeros_like(c))
+    return torch.stack([u.float() + du, v.float() + dv], -1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometric augmentation (hand)
+
+
+def rotate_batch(x: torch.Tensor, uv: torch.Tensor, max_deg: float, generator: torch.Generator,
+                 fill: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate each image by an angle ~ U(-max_deg, max_deg) about its centre, joints with it.
+
+    `x`: (N, C, S, S), `uv`: (N, J, 2) in pixels of x. Uncovered corners are `fill` (1.0 = far)."""
+    n, _, h, w = x.shape
+    if h != w:
+        raise ValueError(f"x: rotation expects square images, got {h}x{w}")
+    ang = (torch.rand(n, generator=generator, device=generator.device) * 2 - 1).to(x.device) * math.radians(max_deg)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    # affine_grid maps OUTPUT normalized coords to INPUT coords: in = R(-a) out, so content turns by +a.
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=torch.float32)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, sin
+    theta[:, 1, 0], theta[:, 1, 1] = -sin, cos
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # grid_sample pads with 0; shift so the padding value becomes `fill`.
+    out = F.grid_sample(x.float() - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    # Joints: normalized p_in = R(-a) p_out  =>  p_out = R(a) p_in.
+    c = (h - 1) / 2.0
+    pu, pv = uv[..., 0] - c, uv[..., 1] - c
+    cu, su = cos.unsqueeze(1), sin.unsqueeze(1)
+    new = torch.stack([cu * pu - su * pv + c, su * pu + cu * pv + c], -1)
+    return out.to(x.dtype), new
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def _prepare(task: str, images, labels=None, in_size: int | None = None):
+    """Arrays -> (x, y, stored_size): x resized to the net's input for hands, y in training units."""
+    x = images_to_input(images, task)
+    if labels is None:
+        y = None
+    else:
+        labels = np.asarray(labels, dtype=np.float32)
+        if len(labels) != len(x):
+            raise ValueError(f"labels: expected {len(x)} rows (one per image), got {len(labels)}")
+        if not np.all(np.isfinite(labels)):
+            raise ValueError("labels: expected finite values, found NaN/inf")
+        if task == "gaze":
+            if labels.shape[1:] != (3,):
+                raise ValueError(f"labels: expected gaze (N, 3) unit vectors, got shape {labels.shape}")
+            y = torch.from_numpy(labels)
+        else:
+            if labels.ndim != 3 or labels.shape[2] not in (2, 3):
+                raise ValueError(f"labels: expected hand joints (N, J, 3) or (N, J, 2), got shape {labels.shape}")
+            y = torch.from_numpy(np.ascontiguousarray(labels[..., :2]))
+    size = x.shape[-1]
+    if task == "hand":
+        if x.shape[-2] != size:
+            raise ValueError(f"images: hand depth must be square (N, S, S), got {tuple(x.shape[1:])}")
+        if in_size is not None and in_size != size:
+            x = F.interpolate(x, size=(in_size, in_size), mode="bilinear", align_corners=False, antialias=True)
+            if y is not None:
+                y = rescale_uv(y, size, in_size)
+    return x, y, size
+
+
+def _check_gaze_hw(model: nn.Module, x: torch.Tensor) -> None:
+    want = tuple(model.net_kwargs["in_hw"])
+    if tuple(x.shape[-2:]) != want:
+        raise ValueError(f"images: the gaze net expects H x W = {want[0]} x {want[1]}, got {tuple(x.shape[-2:])}")
+
+
+def _init_model(task: str, net_kwargs: dict | None, seed: int) -> nn.Module:
+    # Weight init uses torch's global RNG; forking it keeps the caller's stream untouched and makes
+    # the init a function of `seed` alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_estimator(task, net_kwargs)
+
+
+def estimator_loss(task: str, model: nn.Module, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gaze: squared L2 per sample, batch mean. Hand: heatmap MSE (mean over pixels and joints)
+    summed over stacks (intermediate supervision)."""
+    out = out.float()
+    if task == "gaze":
+        return (out - y).pow(2).sum(1).mean()
+    target = gaussian_heatmaps(rescale_uv(y, model.in_size, model.heatmap_size), model.heatmap_size, model.sigma)
+    return (out - target.unsqueeze(1)).pow(2).mean(dim=(0, 2, 3, 4)).sum()
+
+
+def train_estimator(
+    task: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    net_kwargs: dict | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    rotation_deg: float = 20.0,
+    device="cpu",
+    bf16: bool = False,
+    channels_last: bool = False,
+    progress: bool = False,
+    log_every: int = 0,
+) -> tuple[nn.Module, list[dict]]:
+    """Train a fresh estimator with Adam; returns (model in eval mode on `device`, history).
+
+    images/labels are in the stored format (gaze: (N,35,55) uint8 + (N,3) gaze; hand: (N,S,S)
+    depth + (N,14,3) joints). `augment` (e.g. simgan.augment.photometric_augment) runs on each
+    batch of model-input tensors; for hands every batch is also rotated by +-`rotation_deg`
+    (image and joints together). Same seed -> identical weights on CPU. history holds
+    {"step", "loss", "seconds"} every `log_every` steps (loss averaged since the previous entry)
+    and always for the last step."""
+    _check_task(task)
+    for name, v in (("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+    if not (lr > 0):
+        raise ValueError(f"lr: expected > 0, got {lr}")
+    if rotation_deg < 0:
+        raise ValueError(f"rotation_deg: expected >= 0, got {rotation_deg}")
+    if log_every < 0:
+        raise ValueError(f"log_every: expected >= 0, got {log_every}")
+    dev = _resolve_device(device)
+    model = _init_model(task, net_kwargs, int(seed))
+    in_size = model.in_size if task == "hand" else None
+    x_all, y_all, _ = _prepare(task, images, labels, in_size)
+    if task == "gaze":
+        _check_gaze_hw(model, x_all)
+    elif y_all.shape[1] != model.joints:
+        raise ValueError(f"labels: expected {model.joints} joints (net_kwargs joints), got {y_all.shape[1]}")
+    x_all, y_all = x_all.to(dev), y_all.to(dev)
+    mf = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(dev, memory_format=mf).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    n = len(x_all)
+    history: list[dict] = []
+    t0, acc, acc_n = time.perf_counter(), 0.0, 0
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"train {task}", leave=False)
+    for step in it:
+        idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(dev)
+        xb, yb = x_all[idx], y_all[idx]
+        if task == "hand" and rotation_deg > 0:
+            xb, yb = rotate_batch(xb, yb, rotation_deg, gen)
+        if augment is not None:
+            xb = augment(xb, gen)
+        xb = xb.contiguous(memory_format=mf)
+        with _autocast(dev, bf16):
+            out = model(xb)
+        loss = estimator_loss(task, model, out, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        acc += float(loss.detach())
+        acc_n += 1
+        if (log_every and (step + 1) % log_every == 0) or step == steps - 1:
+            history.append({"step": step + 1, "loss": acc / acc_n, "seconds": time.perf_counter() - t0})
+            acc, acc_n = 0.0, 0
+    return model.eval(), history
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference
+
+
+def _check_model(model: nn.Module, task: str) -> None:
+    _check_task(task)
+    if not isinstance(model, NETS[task]):
+        raise ValueError(f"model: expected a {NETS[task].__name__} for task {task!r}, got {type(model).__name__}")
+
+
+def _batched(model, task, images, batch_size, device, bf16, fn):
+    _check_model(model, task)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    dev = _resolve_device(device)
+    x, _, size = _prepare(task, images, None, model.in_size if task == "hand" else None)
+    if task == "gaze":
+        _check_gaze_hw(model, x)
+    was_training = model.training
+    model.to(dev).eval()
+    outs = []
+    try:
+        with torch.no_grad(), _autocast(dev, bf16):
+            for s in range(0, len(x), batch_size):
+                outs.append(fn(x[s:s + batch_size].to(dev)).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs), size
+
+
+def predict(model: nn.Module, task: str, images: np.ndarray, batch_size: int = 512, device="cpu",
+            bf16: bool = False, method: str = "argmax") -> np.ndarray:
+    """Gaze: (N, 3) unit vectors. Hand: (N, J, 2) (u, v) in pixels of the stored image, from the
+    last stack's heatmaps (`method` "argmax" with sub-pixel refinement, or "soft")."""
+    out, size = _batched(model, task, images, batch_size, device, bf16, model)
+    if task == "gaze":
+        return F.normalize(out, dim=1, eps=1e-12).numpy()
+    uv = heatmap_to_uv(out[:, -1], method)
+    return rescale_uv(uv, model.heatmap_size, size).numpy().astype(np.float32)
+
+
+def features(model: nn.Module, task: str, images: np.ndarray, batch_size: int = 512, device="cpu",
+             bf16: bool = False) -> np.ndarray:
+    """Penultimate features (gaze: the FC-1000 activations; hand: last-stack features pooled 4x4)."""
+    out, _ = _batched(model, task, images, batch_size, device, bf16, model.features)
+    return out.numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_estimator(path, model: nn.Module, meta: dict | None = None) -> None:
+    """Atomic torch.save of {"model": state_dict, "task", "net_kwargs", "meta", "version"}.
+
+    `meta` must hold plain values (str/int/float/bool/None, lists, dicts) so the file loads with
+    weights_only=True."""
+    task = getattr(model, "task", None)
+    _check_task(task)
+    ckpt = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "task": task,
+        "net_kwargs": dict(model.net_kwargs),
+        "meta": dict(meta or {}),
+        "version": CHECKPOINT_VERSION,
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_estimator(path, device="cpu") -> tuple[nn.Module, dict]:
+    """-> (model in eval mode, meta). Only tensors and plain containers are unpickled."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SimganError(f"{path}: estimator checkpoint not found") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise SimganError(f"{path}: not a loadable estimator checkpoint (expected a weights-only dict "
+                          f"saved by save_estimator): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(ckpt, dict) or not {"model", "task", "net_kwargs"} <= set(ckpt):
+        raise SimganError(f"{path}: expected a dict with keys 'model', 'task', 'net_kwargs'")
+    if ckpt["task"] not in TASKS:
+        raise SimganError(f"{path}: task: expected one of {TASKS}, got {ckpt['task']!r}")
+    try:
+        model = build_estimator(ckpt["task"], ckpt["net_kwargs"])
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, RuntimeError) as e:
+        raise SimganError(f"{path}: weights do not match the {ckpt['task']} network: {e}") from None
+    return model.to(_resolve_device(device)).eval(), dict(ckpt.get("meta") or {})

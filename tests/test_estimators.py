@@ -1,0 +1,206 @@
+import math
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from simgan.augment import photometric_augment
+from simgan.estimators import (
+    GazeNet,
+    HandNet,
+    features,
+    gaussian_heatmaps,
+    heatmap_to_uv,
+    load_estimator,
+    predict,
+    rotate_batch,
+    save_estimator,
+    train_estimator,
+)
+from simgan.io import SimganError
+from simgan.metrics import angular_error_deg, constant_prediction
+
+TINY_GAZE = dict(width=0.25, fc=64)
+TINY_HAND = dict(stacks=2, channels=8, joints=3, in_size=32, heatmap_size=16, depth=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny nets are dominated by per-op overhead; with other jobs on the 2 cores, OpenMP's
+    # spinning barriers make 2 threads ~9x slower than 1 (measured), so tests run single-threaded.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gaze_from_angles(pitch, yaw):
+    # MPIIGaze convention: pitch = asin(-y), yaw = atan2(-x, -z)
+    return np.stack([-np.cos(pitch) * np.sin(yaw), -np.sin(pitch), -np.cos(pitch) * np.cos(yaw)], 1).astype(np.float32)
+
+
+def dot_gaze_data(n, seed):
+    """A dark pupil-like blob whose position encodes (yaw, pitch): trivially learnable."""
+    rng = np.random.default_rng(seed)
+    pitch, yaw = rng.uniform(-0.4, 0.4, n), rng.uniform(-0.4, 0.4, n)
+    cx, cy = 27 + yaw * 40, 17 + pitch * 25
+    rows, cols = np.mgrid[:35, :55]
+    d2 = (cols[None] - cx[:, None, None]) ** 2 + (rows[None] - cy[:, None, None]) ** 2
+    img = 200 - 170 * np.exp(-d2 / (2 * 3.0**2)) + rng.normal(0, 4, (n, 35, 55))
+    return np.clip(img, 0, 255).astype(np.uint8), gaze_from_angles(pitch, yaw)
+
+
+def hand_data(n, seed, size=48, joints=3):
+    rng = np.random.default_rng(seed)
+    uv = rng.uniform(10, size - 10, (n, joints, 2))
+    rows, cols = np.mgrid[:size, :size]
+    depth = np.ones((n, size, size), np.float32)
+    for j in range(joints):
+        d2 = (cols[None] - uv[:, j, 0, None, None]) ** 2 + (rows[None] - uv[:, j, 1, None, None]) ** 2
+        depth = np.minimum(depth, np.where(d2 < 9, 0.2 + 0.02 * d2, 1.0))
+    jts = np.concatenate([uv, np.zeros((n, joints, 1))], 2).astype(np.float32)
+    return depth.astype(np.float32), jts
+
+
+def test_gazenet_shapes_and_paper_fc_size():
+    assert GazeNet().flat_features == 9600  # the paper's "FC 9600" for 35 x 55
+    net = GazeNet(width=0.5, fc=100, batchnorm=True)
+    assert net(torch.zeros(4, 1, 35, 55)).shape == (4, 3)
+    assert net.features(torch.zeros(4, 1, 35, 55)).shape == (4, 100)
+    with pytest.raises(ValueError, match="width"):
+        GazeNet(width=0)
+
+
+def test_handnet_heatmap_shapes():
+    assert HandNet()(torch.zeros(2, 1, 64, 64)).shape == (2, 2, 14, 32, 32)
+    assert HandNet(channels=8, heatmap_size=64, stacks=1)(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 14, 64, 64)
+    assert HandNet(channels=8, in_size=128, heatmap_size=32, depth=2)(torch.zeros(1, 1, 128, 128)).shape == (1, 2, 14, 32, 32)
+    with pytest.raises(ValueError, match="heatmap_size"):
+        HandNet(heatmap_size=24)
+
+
+def test_heatmap_decoding_subpixel():
+    uv = torch.tensor([[[5.3, 7.8], [10.0, 2.45], [1.2, 14.0]]])
+    hm = gaussian_heatmaps(uv, 16, 1.0)
+    assert torch.allclose(heatmap_to_uv(hm, "argmax"), uv, atol=0.02)
+    # soft-argmax is biased towards the centre by the background mass; a symmetric case is exact
+    # and off-centre peaks stay within half a pixel once the heat is sharpened.
+    centre = torch.tensor([[[7.5, 7.5]]], requires_grad=True)
+    sym = heatmap_to_uv(gaussian_heatmaps(centre, 16, 1.0), "soft")
+    assert torch.allclose(sym, centre.detach(), atol=1e-4)
+    sym.sum().backward()  # differentiable
+    hm_sharp = gaussian_heatmaps(uv[:, :2], 16, 1.0) * 10
+    assert torch.allclose(heatmap_to_uv(hm_sharp, "soft"), uv[:, :2], atol=0.5)
+
+
+def test_gaze_training_beats_constant_predictor():
+    x, y = dot_gaze_data(640, seed=0)
+    xt, yt = dot_gaze_data(200, seed=1)
+    model, hist = train_estimator("gaze", x, y, steps=200, batch_size=32, lr=1e-3, seed=0,
+                                  net_kwargs=TINY_GAZE, bf16=True, channels_last=True, log_every=50)
+    assert [h["step"] for h in hist] == [50, 100, 150, 200]
+    err = angular_error_deg(predict(model, "gaze", xt), yt).mean()
+    const = angular_error_deg(constant_prediction("gaze", y, len(yt)), yt).mean()
+    assert err < 0.5 * const, (err, const)
+    p = predict(model, "gaze", xt[:5])
+    assert np.allclose(np.linalg.norm(p, axis=1), 1, atol=1e-5)
+    assert features(model, "gaze", xt[:5]).shape == (5, 64)
+
+
+def test_training_is_deterministic_under_seed():
+    x, y = dot_gaze_data(64, seed=0)
+    aug = photometric_augment("gaze")
+    kw = dict(steps=4, batch_size=8, lr=1e-3, net_kwargs=TINY_GAZE, augment=aug)
+    a, _ = train_estimator("gaze", x, y, seed=3, **kw)
+    b, _ = train_estimator("gaze", x, y, seed=3, **kw)
+    c, _ = train_estimator("gaze", x, y, seed=4, **kw)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_hand_training_predicts_stored_pixels_and_loss_falls():
+    x, j = hand_data(64, seed=0)
+    model, hist = train_estimator("hand", x, j, steps=30, batch_size=16, lr=2e-3, seed=0,
+                                  net_kwargs=TINY_HAND, log_every=10)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    uv = predict(model, "hand", x[:6])
+    assert uv.shape == (6, 3, 2) and np.all((uv >= -1) & (uv <= 48))
+    assert features(model, "hand", x[:6]).shape == (6, 8 * 16)
+    with pytest.raises(ValueError, match="labels"):
+        train_estimator("hand", x, j[:, :2], steps=1, batch_size=4, lr=1e-3, seed=0, net_kwargs=TINY_HAND)
+
+
+def test_rotation_keeps_joints_on_features():
+    size, n = 48, 4
+    x, j = hand_data(n, seed=5, size=size)
+    # one isolated dip per joint so each can be re-found after rotation
+    gen = torch.Generator().manual_seed(0)
+    xr, uvr = rotate_batch(torch.from_numpy(x)[:, None], torch.from_numpy(j[..., :2]), 20.0, gen)
+    assert xr.shape == (n, 1, size, size) and uvr.shape == (n, 3, 2)
+    assert not torch.allclose(uvr, torch.from_numpy(j[..., :2]))
+    img = xr[:, 0].numpy()
+    rows, cols = np.mgrid[:size, :size]
+    for i in range(n):
+        for k in range(3):
+            u, v = uvr[i, k].tolist()
+            near = (cols - u) ** 2 + (rows - v) ** 2 <= 2.0**2
+            # the rotated joint still lands on its (rotated) blob of near depth
+            assert img[i][near].min() < 0.35
+            w = np.where(((cols - u) ** 2 + (rows - v) ** 2 <= 16) & (img[i] < 0.9), 1.0 - img[i], 0)
+            cu, cv = (w * cols).sum() / w.sum(), (w * rows).sum() / w.sum()
+            assert math.hypot(cu - u, cv - v) < 0.7
+    # corners uncovered by the rotation are background (1.0 = far)
+    assert torch.all(xr[:, 0, 0, 0] == 1.0)
+
+
+def test_save_load_round_trip(tmp_path):
+    x, y = dot_gaze_data(32, seed=0)
+    model, _ = train_estimator("gaze", x, y, steps=2, batch_size=8, lr=1e-3, seed=0, net_kwargs=TINY_GAZE)
+    path = tmp_path / "est" / "gaze.pt"
+    save_estimator(path, model, {"source": "synthetic", "seed": 0})
+    loaded, meta = load_estimator(path)
+    assert meta == {"source": "synthetic", "seed": 0}
+    assert isinstance(loaded, GazeNet) and loaded.net_kwargs == model.net_kwargs
+    np.testing.assert_array_equal(predict(loaded, "gaze", x), predict(model, "gaze", x))
+    assert [p.name for p in path.parent.iterdir()] == ["gaze.pt"]  # no temp files left
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_load_refuses_malicious_pickle(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _Evil()
+    evil.marker = marker
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": evil, "task": "gaze", "net_kwargs": {}}, f)
+    with pytest.raises(SimganError, match="evil.pt"):
+        load_estimator(path)
+    assert not marker.exists()
+    with pytest.raises(SimganError, match="not found"):
+        load_estimator(tmp_path / "missing.pt")
+
+
+def test_bad_inputs_name_the_parameter():
+    x, y = dot_gaze_data(8, seed=0)
+    with pytest.raises(ValueError, match="task"):
+        train_estimator("eye", x, y, steps=1, batch_size=4, lr=1e-3, seed=0)
+    with pytest.raises(ValueError, match="steps"):
+        train_estimator("gaze", x, y, steps=0, batch_size=4, lr=1e-3, seed=0)
+    with pytest.raises(ValueError, match="images"):
+        train_estimator("gaze", x.transpose(0, 2, 1), y, steps=1, batch_size=4, lr=1e-3, seed=0, net_kwargs=TINY_GAZE)
+    with pytest.raises(ValueError, match="net_kwargs"):
+        train_estimator("gaze", x, y, steps=1, batch_size=4, lr=1e-3, seed=0, net_kwargs={"widht": 1})
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        predict(GazeNet(**TINY_GAZE), "gaze", x.astype(np.float32))
+
+
+def test_heatmap_decoding_at_border_keeps_integer_peak():
+    hm = gaussian_heatmaps(torch.tensor([[[0.0, 15.0]]]), 16, 1.0)
+    assert torch.allclose(heatmap_to_uv(hm), torch.tensor([[[0.0, 15.0]]]))
