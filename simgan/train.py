@@ -1,0 +1,375 @@
+"""Algorithm 1 of the paper: refiner pretraining on self-regularization alone, discriminator
+pretraining, then K_g refiner updates per K_d discriminator updates, with a history buffer.
+
+All three phases run as one global step counter, so a checkpoint is just (step, weights,
+optimizers, buffer, RNG state) and resuming at any step replays exactly what an uninterrupted
+run would have done (tested: N steps straight == N/2, stop, resume, N/2, bit for bit on CPU).
+
+Every random draw comes from one torch.Generator seeded from `TrainConfig.seed`; the network
+initialisation from `seed` as well (see `build_networks`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from simgan.device import autocast, memory_format, resolve_device, to_model_input
+from simgan.history import HistoryBuffer
+from simgan.io import SimganError, atomic_path
+from simgan.losses import (
+    REAL_LABEL,
+    REFINED_LABEL,
+    discriminator_loss,
+    get_psi,
+    patch_accuracy,
+    refiner_loss,
+    self_regularization_loss,
+)
+from simgan.nets import Discriminator, Refiner, discriminator_preset, refiner_preset
+
+OPTIMIZERS = ("adam", "sgd")
+CHECKPOINT_VERSION = 1
+
+
+class TrainingDiverged(SimganError):
+    """A loss or a weight became NaN/inf; the last good checkpoint is left in place."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # adversarial iterations (Algorithm 1's T)
+    pretrain_refiner_steps: int = 1000  # paper, gaze: 1000 (hand: 500)
+    pretrain_discriminator_steps: int = 200
+    batch_size: int = 32
+    k_g: int = 2  # refiner updates per iteration ("update R twice for each update of D")
+    k_d: int = 1
+    optimizer: str = "adam"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)  # beta1 0.9 let D win within 100 steps (REFERENCE sec. 6)
+    momentum: float = 0.0  # sgd only
+    lam: float = 1.0  # self-regularization weight, per-pixel-mean L1 vs per-patch-mean CE
+    psi: str = "identity"
+    history_size: int = 6400  # B; 0 disables the buffer (the paper's ablation)
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = False
+    channels_last: bool = False
+    checkpoint_every: int = 200
+    log_every: int = 10
+    sample_every: int = 0  # 0: never
+
+    @property
+    def total_steps(self) -> int:
+        return self.pretrain_refiner_steps + self.pretrain_discriminator_steps + self.steps
+
+    def validate(self, n_synthetic: int | None = None, n_real: int | None = None) -> None:
+        """Raise ValueError naming the parameter and the expected value."""
+        checks = [
+            ("steps", self.steps >= 0, ">= 0"),
+            ("pretrain_refiner_steps", self.pretrain_refiner_steps >= 0, ">= 0"),
+            ("pretrain_discriminator_steps", self.pretrain_discriminator_steps >= 0, ">= 0"),
+            ("batch_size", self.batch_size >= 2, ">= 2 (half current, half history)"),
+            ("k_g", self.k_g >= 1, ">= 1"),
+            ("k_d", self.k_d >= 1, ">= 1"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("lam", math.isfinite(self.lam) and self.lam >= 0, "a finite number >= 0"),
+            ("history_size", self.history_size == 0 or self.history_size >= self.batch_size, f"0 (disabled) or >= batch_size b={self.batch_size}"),
+            ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+            ("log_every", self.log_every >= 1, ">= 1"),
+            ("sample_every", self.sample_every >= 0, ">= 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"train.{name}: expected {expected}, got {getattr(self, name)!r}")
+        get_psi(self.psi)
+        for name, n in (("synthetic", n_synthetic), ("real", n_real)):
+            if n is not None and n < self.batch_size:
+                raise ValueError(f"train.batch_size: expected <= the number of {name} images ({n}), got {self.batch_size}")
+
+
+def build_networks(task: str, size: str = "cpu", seed: int = 0, refiner: dict | None = None, discriminator: dict | None = None, in_channels: int = 1):
+    """Refiner and discriminator from a preset plus overrides, initialised from `seed` alone."""
+    r_kwargs = {**refiner_preset(task, size), **(refiner or {})}
+    d_kwargs = {**discriminator_preset(task, size), **(discriminator or {})}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Refiner(in_channels=in_channels, **r_kwargs), Discriminator(in_channels=in_channels, **d_kwargs), r_kwargs, d_kwargs
+
+
+def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def _all_finite(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+@dataclass
+class SimGANTrainer:
+    """Holds the training state; `run()` trains to `cfg.total_steps`, resuming from
+    `checkpoint_path` when it exists.
+
+    synthetic / real: N x C x H x W tensors in memory, uint8 (stored format) or float in [-1, 1].
+    on_log(row): called every `log_every` steps with a dict of losses and accuracies.
+    on_sample(step, grids): called every `sample_every` steps with fixed synthetic / refined / real
+    examples (for the PNG sample grids)."""
+
+    refiner: Refiner
+    discriminator: Discriminator
+    synthetic: torch.Tensor
+    real: torch.Tensor
+    cfg: TrainConfig
+    checkpoint_path: str | Path | None = None
+    on_log: Callable[[dict], None] | None = None
+    on_sample: Callable[[int, dict], None] | None = None
+    progress: bool = True
+    log: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        for name, t in (("synthetic", self.synthetic), ("real", self.real)):
+            if t.ndim != 4:
+                raise ValueError(f"{name} images: expected a N x C x H x W tensor, got shape {tuple(t.shape)}")
+            if t.shape[0] == 0:
+                raise ValueError(f"{name} images: expected at least one image, got an empty data set")
+        if self.synthetic.shape[1:] != self.real.shape[1:]:
+            raise ValueError(f"real images: expected the synthetic images' shape C x H x W = {tuple(self.synthetic.shape[1:])}, got {tuple(self.real.shape[1:])}")
+        self.cfg.validate(self.synthetic.shape[0], self.real.shape[0])
+        self.device = resolve_device(self.cfg.device)
+        mf = memory_format(self.cfg.channels_last)
+        self.refiner.to(self.device, memory_format=mf)
+        self.discriminator.to(self.device, memory_format=mf)
+        self.opt_r = _make_optimizer(self.refiner.parameters(), self.cfg)
+        self.opt_d = _make_optimizer(self.discriminator.parameters(), self.cfg)
+        self.buffer = HistoryBuffer(self.cfg.history_size, tuple(self.synthetic.shape[1:]), device=self.device) if self.cfg.history_size else None
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.step = 0
+        # fixed examples for the sample grids, drawn from their own generator so that turning the
+        # grids on or off never changes the training draws
+        g = torch.Generator().manual_seed(self.cfg.seed + 1)
+        k = min(8, self.synthetic.shape[0], self.real.shape[0])
+        self._grid_idx = (torch.randperm(self.synthetic.shape[0], generator=g)[:k], torch.randperm(self.real.shape[0], generator=g)[:k])
+
+    # -- data ----------------------------------------------------------------------------------
+    def _batch(self, images: torch.Tensor, n: int) -> torch.Tensor:
+        idx = torch.randint(0, images.shape[0], (n,), generator=self.generator)
+        return to_model_input(images[idx], self.device, self.cfg.channels_last)
+
+    def phase(self, step: int | None = None) -> str:
+        s = self.step if step is None else step
+        if s < self.cfg.pretrain_refiner_steps:
+            return "pretrain_refiner"
+        if s < self.cfg.pretrain_refiner_steps + self.cfg.pretrain_discriminator_steps:
+            return "pretrain_discriminator"
+        return "adversarial"
+
+    # -- updates -------------------------------------------------------------------------------
+    def _check(self, name: str, value: torch.Tensor) -> float:
+        v = float(value.detach())
+        if not math.isfinite(v):
+            where = f"last good checkpoint kept at {self.checkpoint_path}" if self.checkpoint_path else "no checkpoint path was configured"
+            raise TrainingDiverged(f"training diverged at step {self.step} ({self.phase()}): {name} = {v}; {where}")
+        return v
+
+    def _refiner_pretrain_step(self) -> dict:
+        x = self._batch(self.synthetic, self.cfg.batch_size)
+        with autocast(self.device, self.cfg.bf16):
+            reg = self_regularization_loss(self.refiner(x), x, self.cfg.psi)
+        self.opt_r.zero_grad(set_to_none=True)
+        reg.backward()
+        self.opt_r.step()
+        return {"loss_refiner_reg": self._check("loss_refiner_reg", reg)}
+
+    def _refiner_step(self) -> dict:
+        x = self._batch(self.synthetic, self.cfg.batch_size)
+        _set_requires_grad(self.discriminator, False)  # D frozen: no grads computed for it
+        try:
+            with autocast(self.device, self.cfg.bf16):
+                refined = self.refiner(x)
+                total, adv, reg = refiner_loss(self.discriminator(refined), refined, x, self.cfg.lam, self.cfg.psi)
+            self.opt_r.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt_r.step()
+        finally:
+            _set_requires_grad(self.discriminator, True)
+        change = float((refined.detach().float() - x.float()).abs().mean())
+        return {
+            "loss_refiner_adv": self._check("loss_refiner_adv", adv),
+            "loss_refiner_reg": self._check("loss_refiner_reg", reg),
+            "refined_change": change,
+        }
+
+    def _discriminator_step(self) -> dict:
+        b = self.cfg.batch_size
+        half = b // 2
+        use_history = self.buffer is not None and len(self.buffer) > 0
+        x = self._batch(self.synthetic, b - half if use_history else b)
+        real = self._batch(self.real, b)
+        with torch.no_grad(), autocast(self.device, self.cfg.bf16):
+            current = self.refiner(x).float()
+        fake = current
+        if use_history:
+            fake = torch.cat([current, self.buffer.sample(half, self.generator).to(current.dtype)])
+        fake = fake.contiguous(memory_format=memory_format(self.cfg.channels_last))
+        with autocast(self.device, self.cfg.bf16):
+            logits_fake = self.discriminator(fake)
+            logits_real = self.discriminator(real)
+            loss = discriminator_loss(logits_fake, logits_real)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        if self.buffer is not None:
+            self.buffer.add(current[: b - half], self.generator)
+        return {
+            "loss_disc": self._check("loss_disc", loss),
+            "disc_acc_real": patch_accuracy(logits_real.detach(), REAL_LABEL),
+            "disc_acc_refined": patch_accuracy(logits_fake.detach(), REFINED_LABEL),
+        }
+
+    def train_step(self) -> dict:
+        phase = self.phase()
+        self.refiner.train()
+        self.discriminator.train()
+        if phase == "pretrain_refiner":
+            row = self._refiner_pretrain_step()
+        elif phase == "pretrain_discriminator":
+            row = self._discriminator_step()
+        else:
+            row = {}
+            for _ in range(self.cfg.k_g):
+                row.update(self._refiner_step())
+            for _ in range(self.cfg.k_d):
+                row.update(self._discriminator_step())
+        self.step += 1
+        return {"step": self.step, "phase": phase, **row}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "step": self.step,
+            "config": dataclasses.asdict(self.cfg),
+            "refiner": self.refiner.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_r": self.opt_r.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "buffer": self.buffer.state_dict() if self.buffer is not None else None,
+            "generator": self.generator.get_state(),
+            "log": self.log,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise SimganError(f"checkpoint {self.checkpoint_path}: expected version {CHECKPOINT_VERSION}, got {state.get('version')!r}")
+        saved = {k: v for k, v in state["config"].items() if k not in ("steps", "checkpoint_every", "log_every", "sample_every")}
+        mine = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k in saved}
+        diff = {k: (saved[k], mine[k]) for k in saved if tuple_or(saved[k]) != tuple_or(mine[k])}
+        if diff:
+            raise SimganError(
+                f"checkpoint {self.checkpoint_path}: was written with different training params {diff} (saved, now); "
+                "delete it to start over"
+            )
+        self.refiner.load_state_dict(state["refiner"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_r.load_state_dict(state["opt_r"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.buffer is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.log = list(state["log"])
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        for name, net in (("refiner", self.refiner), ("discriminator", self.discriminator)):
+            if not _all_finite(net):
+                raise TrainingDiverged(f"training diverged at step {self.step}: {name} weights contain NaN/inf; last good checkpoint kept at {self.checkpoint_path}")
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    def maybe_resume(self) -> bool:
+        path = Path(self.checkpoint_path) if self.checkpoint_path else None
+        if path is None or not path.exists():
+            return False
+        self.load_state_dict(load_checkpoint(path))
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------
+    def sample_grids(self) -> dict:
+        syn_idx, real_idx = self._grid_idx
+        x = to_model_input(self.synthetic[syn_idx], self.device, self.cfg.channels_last)
+        self.refiner.eval()
+        with torch.no_grad(), autocast(self.device, self.cfg.bf16):
+            refined = self.refiner(x).float()
+        real = to_model_input(self.real[real_idx], self.device, False)
+        return {"synthetic": x.float().cpu(), "refined": refined.cpu(), "real": real.float().cpu()}
+
+    def run(self) -> list[dict]:
+        self.maybe_resume()
+        total = self.cfg.total_steps
+        bar = tqdm(total=total, initial=self.step, disable=not self.progress, desc="simgan", unit="step", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        try:
+            while self.step < total:
+                row = self.train_step()
+                if self.step % self.cfg.log_every == 0 or self.step == total:
+                    row["seconds"] = round(time.perf_counter() - t0, 3)
+                    self.log.append(row)
+                    if self.on_log:
+                        self.on_log(row)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith(("loss", "disc_acc"))}, refresh=False)
+                if self.on_sample and self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == total):
+                    self.on_sample(self.step, self.sample_grids())
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == total:
+                    self.save_checkpoint()
+                bar.set_description(self.phase(self.step - 1))
+                bar.update(1)
+        finally:
+            bar.close()
+        return self.log
+
+
+def tuple_or(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint without executing code: weights_only refuses arbitrary pickles."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a malicious or corrupt file: say which, never run it
+        raise SimganError(f"{path}: not a loadable simgan checkpoint (weights_only load refused or failed: {type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+
+
+def save_model(path: str | Path, module: nn.Module, **meta) -> None:
+    """A model file as a plain dict: {"model": state_dict, **meta}, written atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": {k: v.detach().cpu() for k, v in module.state_dict().items()}, **meta}, tmp)
+
+
+def load_refiner(path: str | Path) -> tuple[Refiner, dict]:
+    state = load_checkpoint(path)
+    for key in ("model", "refiner_kwargs", "in_channels"):
+        if key not in state:
+            raise SimganError(f"{path}: key '{key}': expected a refiner model file written by simgan, key missing")
+    refiner = Refiner(in_channels=state["in_channels"], **state["refiner_kwargs"])
+    refiner.load_state_dict(state["model"])
+    refiner.eval()
+    return refiner, state

@@ -1,0 +1,90 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from simgan.data.format import open_dataset, write_dataset
+from simgan.nets import Refiner
+from simgan.refine import refine_dataset
+
+
+def _gaze_file(path, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    g = rng.normal(size=(n, 3)).astype(np.float32)
+    g[:, 2] = -np.abs(g[:, 2]) - 1
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    arrays = {
+        "images": rng.integers(0, 256, (n, 35, 55), dtype=np.uint8),
+        "gaze": g.astype(np.float32),
+        "pupil": rng.uniform(0, 50, (n, 2)).astype(np.float32),
+        "labels/difficulty": rng.normal(size=n).astype(np.float64),
+    }
+    write_dataset(path, arrays, dict(task="gaze", domain="synthetic", source="test", generator_version="t", seed=seed),
+                  chunk_rows=64, units={"difficulty": "au"})
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def refiner():
+    torch.manual_seed(0)
+    return Refiner(channels=8, blocks=2).eval()
+
+
+def test_refined_file_keeps_labels_byte_for_byte(tmp_path, refiner):
+    src, dst = tmp_path / "syn.h5", tmp_path / "ref.h5"
+    arrays = _gaze_file(src)
+    assert refine_dataset(src, dst, refiner, batch_size=50, progress=False) == 300
+    with open_dataset(dst) as ds:
+        assert ds.domain == "refined" and ds.n == 300
+        for key in ("gaze", "pupil", "labels/difficulty"):
+            assert ds[key].tobytes() == arrays[key].tobytes(), key
+        assert ds.unit("labels/difficulty") == "au"
+        refined = ds["images"]
+    assert refined.shape == (300, 35, 55) and refined.dtype == np.uint8
+    assert not np.array_equal(refined, arrays["images"])  # the refiner did act
+    # and it acted per image exactly as the network does in memory
+    x = torch.from_numpy(arrays["images"][:4]).float().div(127.5).sub(1).unsqueeze(1)
+    with torch.no_grad():
+        expected = torch.round((refiner(x) + 1) * 127.5).clamp(0, 255).to(torch.uint8)[:, 0].numpy()
+    assert np.array_equal(refined[:4], expected)
+
+
+def test_shards_concatenate_to_the_whole_file(tmp_path, refiner):
+    src = tmp_path / "syn.h5"
+    _gaze_file(src, n=200)
+    refine_dataset(src, tmp_path / "whole.h5", refiner, progress=False)
+    parts = []
+    for i, rows in enumerate((slice(0, 64), slice(64, 150), slice(150, 200))):
+        refine_dataset(src, tmp_path / f"part{i}.h5", refiner, rows=rows, batch_size=32, progress=False)
+        parts.append(open_dataset(tmp_path / f"part{i}.h5")["images"])
+    assert np.concatenate(parts).tobytes() == open_dataset(tmp_path / "whole.h5")["images"].tobytes()
+
+
+def test_bf16_path_stays_within_one_grey_level(tmp_path, refiner):
+    src = tmp_path / "syn.h5"
+    _gaze_file(src, n=128)
+    refine_dataset(src, tmp_path / "fp32.h5", refiner, progress=False)
+    refine_dataset(src, tmp_path / "bf16.h5", refiner, bf16=True, channels_last=True, progress=False)
+    a = open_dataset(tmp_path / "fp32.h5")["images"].astype(int)
+    b = open_dataset(tmp_path / "bf16.h5")["images"].astype(int)
+    assert (np.abs(a - b) <= 1).mean() >= 0.99
+
+
+def test_failed_refinement_leaves_existing_output_untouched(tmp_path, refiner):
+    src, dst = tmp_path / "syn.h5", tmp_path / "ref.h5"
+    _gaze_file(src, n=100)
+    dst.write_bytes(b"previous result")
+
+    class Exploding(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        refine_dataset(src, dst, Exploding(), progress=False)
+    assert dst.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left behind
+
+
+def test_missing_input_names_the_file(tmp_path, refiner):
+    with pytest.raises(Exception, match="nope.h5"):
+        refine_dataset(tmp_path / "nope.h5", tmp_path / "out.h5", refiner, progress=False)

@@ -1,0 +1,140 @@
+import pickle
+
+import pytest
+import torch
+
+from simgan.io import SimganError
+from simgan.nets import Discriminator, Refiner
+from simgan.train import SimGANTrainer, TrainConfig, TrainingDiverged, build_networks, load_checkpoint
+
+SMALL_D = (("conv", 8, 3, 2), ("conv", 8, 1, 1))
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 12, 16), dtype=torch.uint8, generator=g), torch.rand(n, 1, 12, 16, generator=g) * 2 - 1
+
+
+def _trainer(tmp_path, steps, **overrides):
+    torch.manual_seed(0)
+    syn, real = _data()
+    cfg = TrainConfig(**{**dict(steps=steps, pretrain_refiner_steps=3, pretrain_discriminator_steps=2, batch_size=8,
+                               history_size=16, checkpoint_every=2, log_every=1, seed=3), **overrides})
+    return SimGANTrainer(Refiner(channels=4, blocks=1), Discriminator(layers=SMALL_D), syn, real, cfg,
+                         checkpoint_path=tmp_path / "ckpt.pt", progress=False)
+
+
+def _weights(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_resume_gives_bitwise_identical_weights(tmp_path):
+    straight = _trainer(tmp_path / "a", steps=8)
+    straight.run()
+    half = _trainer(tmp_path / "b", steps=4)  # stops at step 3 + 2 + 4 = 9 of 13
+    half.run()
+    resumed = _trainer(tmp_path / "b", steps=8)
+    assert resumed.maybe_resume() and resumed.step == 9
+    resumed.run()
+    for a, b in ((straight.refiner, resumed.refiner), (straight.discriminator, resumed.discriminator)):
+        wa, wb = _weights(a), _weights(b)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert len(straight.buffer) == len(resumed.buffer)
+    assert torch.equal(straight.buffer.images, resumed.buffer.images)
+    assert [r["step"] for r in straight.log] == [r["step"] for r in resumed.log]
+
+
+def test_phases_follow_algorithm_1(tmp_path):
+    t = _trainer(tmp_path, steps=2)
+    rows = t.run()
+    phases = [r["phase"] for r in rows]
+    assert phases == ["pretrain_refiner"] * 3 + ["pretrain_discriminator"] * 2 + ["adversarial"] * 2
+    assert "loss_refiner_adv" in rows[-1] and "loss_disc" in rows[-1]
+    assert "loss_refiner_adv" not in rows[0]
+
+
+def test_history_buffer_fills_during_training(tmp_path):
+    t = _trainer(tmp_path, steps=4, history_size=16)
+    t.run()
+    # D steps: 2 pretrain + 4 adversarial; the first adds b=8, later ones b/2=4 current images
+    assert len(t.buffer) == 16 and t.buffer.full
+
+
+def test_nan_loss_stops_with_last_good_checkpoint_kept(tmp_path):
+    t = _trainer(tmp_path, steps=6, checkpoint_every=1)
+    t.cfg.steps = 6
+    for _ in range(4):
+        t.train_step()
+        t.save_checkpoint()
+    good = load_checkpoint(tmp_path / "ckpt.pt")
+    with torch.no_grad():
+        t.refiner.head.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"step 4 \(pretrain_discriminator\): loss_disc = nan.*last good checkpoint kept"):
+        t.train_step()
+    assert load_checkpoint(tmp_path / "ckpt.pt")["step"] == good["step"] == 4
+
+
+def test_nan_weights_are_never_checkpointed(tmp_path):
+    t = _trainer(tmp_path, steps=1)
+    with torch.no_grad():
+        t.discriminator.head.bias.fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="discriminator weights"):
+        t.save_checkpoint()
+    assert not (tmp_path / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(lr=-1e-3), "train.lr: expected a finite number > 0"),
+        (dict(batch_size=128, history_size=0), r"train.batch_size: expected <= the number of synthetic images \(64\)"),
+        (dict(history_size=4), r"train.history_size: expected 0 \(disabled\) or >= batch_size"),
+        (dict(optimizer="rmsprop"), "train.optimizer"),
+        (dict(psi="vgg"), "psi"),
+    ],
+)
+def test_bad_params_name_the_key_and_the_expectation(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _trainer(tmp_path, steps=1, **overrides)
+
+
+def test_wrong_shapes_and_empty_sets_are_refused(tmp_path):
+    cfg = TrainConfig(batch_size=2)
+    r, d = Refiner(channels=4, blocks=1), Discriminator(layers=SMALL_D)
+    with pytest.raises(ValueError, match="N x C x H x W"):
+        SimGANTrainer(r, d, torch.zeros(4, 12, 16), torch.zeros(4, 1, 12, 16), cfg)
+    with pytest.raises(ValueError, match="empty"):
+        SimGANTrainer(r, d, torch.zeros(0, 1, 12, 16), torch.zeros(4, 1, 12, 16), cfg)
+    with pytest.raises(ValueError, match=r"shape C x H x W = \(1, 12, 16\)"):
+        SimGANTrainer(r, d, torch.zeros(4, 1, 12, 16), torch.zeros(4, 1, 16, 12), cfg)
+
+
+def test_resume_refuses_a_checkpoint_from_other_params(tmp_path):
+    _trainer(tmp_path, steps=1).run()
+    other = _trainer(tmp_path, steps=1, lam=5.0)
+    with pytest.raises(SimganError, match="lam"):
+        other.maybe_resume()
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoint_loading_refuses_pickled_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": _Evil()}, f)
+    with pytest.raises(SimganError, match="weights_only"):
+        load_checkpoint(path)
+
+
+def test_build_networks_is_deterministic_under_seed():
+    a, _, _, _ = build_networks("gaze", "cpu", seed=7)
+    b, _, _, _ = build_networks("gaze", "cpu", seed=7)
+    c, _, _, _ = build_networks("gaze", "cpu", seed=8)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
