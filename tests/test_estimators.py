@@ -26,16 +26,6 @@ TINY_GAZE = dict(width=0.25, fc=64)
 TINY_HAND = dict(stacks=2, channels=8, joints=3, in_size=32, heatmap_size=16, depth=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets are dominated by per-op overhead; with other jobs on the 2 cores, OpenMP's
-    # spinning barriers make 2 threads ~9x slower than 1 (measured), so tests run single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gaze_from_angles(pitch, yaw):
     # MPIIGaze convention: pitch = asin(-y), yaw = atan2(-x, -z)
     return np.stack([-np.cos(pitch) * np.sin(yaw), -np.sin(pitch), -np.cos(pitch) * np.cos(yaw)], 1).astype(np.float32)
