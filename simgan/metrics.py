@@ -1,0 +1,364 @@
+"""Evaluation metrics and baselines for S+U learning (issue 11).
+
+- gaze: angular error, its summary (mean / median / % within 7 deg, the paper's Table 2) and CDF;
+- hand: PCK (% of joints within d pixels, the paper's Table 4 at d = 5);
+- label preservation: pupil-centre shift between synthetic and refined eyes (paper 1.1 +- 0.8 px)
+  and depth change at joint pixels for hands;
+- realism: an automated visual Turing test (a fresh CNN told to separate real from other);
+- baselines every result must beat: the constant (mean-label) predictor and k-NN.
+
+Arrays are numpy in the stored data format; results are plain floats / lists for JSON metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from scipy import ndimage
+
+from simgan.estimators import _autocast, _check_task, _resolve_device, images_to_input
+
+
+def _arr(x, name: str, last: int | None = None, dtype=np.float64) -> np.ndarray:
+    a = np.asarray(x, dtype=dtype)
+    if last is not None and (a.ndim < 1 or a.shape[-1] != last):
+        raise ValueError(f"{name}: expected an array of shape (..., {last}), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}: expected finite values, found NaN/inf")
+    return a
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaze
+
+
+def angular_error_deg(pred, true) -> np.ndarray:
+    """Angle in degrees between gaze vectors (..., 3); both are normalized first.
+
+    atan2(|a x b|, a . b) stays accurate near 0 and 180 deg, where arccos of a rounded dot loses
+    precision (arccos(1 - 1e-16) is already ~1e-6 deg off) or leaves its domain."""
+    p, t = _arr(pred, "pred", 3), _arr(true, "true", 3)
+    for name, a in (("pred", p), ("true", t)):
+        if np.any(np.linalg.norm(a, axis=-1) == 0):
+            raise ValueError(f"{name}: gaze vectors must be non-zero")
+    p = p / np.linalg.norm(p, axis=-1, keepdims=True)
+    t = t / np.linalg.norm(t, axis=-1, keepdims=True)
+    cross = np.linalg.norm(np.cross(p, t), axis=-1)
+    dot = np.sum(p * t, axis=-1)
+    return np.degrees(np.arctan2(cross, dot))
+
+
+def _errors(errors, name="errors") -> np.ndarray:
+    e = _arr(errors, name).ravel()
+    if e.size == 0:
+        raise ValueError(f"{name}: expected at least one value")
+    return e
+
+
+def error_cdf(errors, thresholds: Iterable[float]) -> list[float]:
+    """% of errors <= each threshold."""
+    e = _errors(errors)
+    return [float(100.0 * np.mean(e <= t)) for t in thresholds]
+
+
+def gaze_summary(errors) -> dict[str, float]:
+    e = _errors(errors)
+    return {
+        "mean_error_deg": float(e.mean()),
+        "median_error_deg": float(np.median(e)),
+        "within7_pct": error_cdf(e, [7.0])[0],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Hand
+
+
+def _joint_dist(pred_uv, true_uv) -> np.ndarray:
+    p = _arr(pred_uv, "pred_uv")
+    t = _arr(true_uv, "true_uv")
+    if p.ndim < 2 or t.ndim < 2 or p.shape[-1] < 2 or t.shape[-1] < 2:
+        raise ValueError(f"pred_uv/true_uv: expected (N, J, 2) (extra trailing columns ignored), got {p.shape}, {t.shape}")
+    p, t = p[..., :2], t[..., :2]
+    if p.shape != t.shape:
+        raise ValueError(f"pred_uv: expected the shape of true_uv {t.shape}, got {p.shape}")
+    return np.linalg.norm(p - t, axis=-1).ravel()
+
+
+def pck_curve(pred_uv, true_uv, thresholds: Iterable[float] = range(0, 21)) -> list[float]:
+    """% of joints whose predicted (u, v) lies within d pixels of the truth, for each d."""
+    d = _joint_dist(pred_uv, true_uv)
+    return [float(100.0 * np.mean(d <= t)) for t in thresholds]
+
+
+def pck_at(pred_uv, true_uv, d: float = 5.0) -> float:
+    return pck_curve(pred_uv, true_uv, [d])[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Label preservation
+
+
+def pupil_centres(images, smooth_sigma: float = 1.5, percentile: float = 3.0) -> np.ndarray:
+    """Sub-pixel pupil centres (N, 2) as (x=col, y=row) from gaze images (N, H, W).
+
+    Per image: Gaussian smoothing (suppresses noise and thin dark lashes, favouring the compact
+    pupil), threshold at the `percentile`-th darkest smoothed value, keep the connected dark blob
+    that holds the darkest pixel, and return its centroid weighted by how far below the threshold
+    each pixel is. The darkest-blob rule is a heuristic: it is meant for comparing the same eye
+    before and after refinement (pupil_shift_px), where its bias largely cancels."""
+    a = np.asarray(images)
+    if a.ndim != 3 or a.shape[0] == 0:
+        raise ValueError(f"images: expected a non-empty (N, H, W) array, got shape {a.shape}")
+    if not 0 < percentile < 100:
+        raise ValueError(f"percentile: expected in (0, 100), got {percentile}")
+    a = a.astype(np.float64)
+    s = ndimage.gaussian_filter(a, sigma=(0, smooth_sigma, smooth_sigma), mode="nearest") if smooth_sigma > 0 else a
+    thr = np.percentile(s.reshape(len(s), -1), percentile, axis=1)
+    out = np.empty((len(s), 2))
+    rows, cols = np.mgrid[: s.shape[1], : s.shape[2]]
+    for i, (img, t) in enumerate(zip(s, thr)):
+        r0, c0 = np.unravel_index(np.argmin(img), img.shape)
+        mask = img <= t
+        lab, _ = ndimage.label(mask)
+        blob = lab == lab[r0, c0]
+        w = np.where(blob, t - img, 0.0)
+        tot = w.sum()
+        if tot <= 0:  # flat image: the blob is a plateau, take its plain centroid
+            w, tot = blob.astype(np.float64), blob.sum()
+        out[i] = (np.sum(w * cols) / tot, np.sum(w * rows) / tot)
+    return out
+
+
+def pupil_shift_px(synthetic_images, refined_images) -> tuple[float, float]:
+    """(mean, std) pixel distance between pupil centres before and after refinement (std as mean_std)."""
+    syn, ref = np.asarray(synthetic_images), np.asarray(refined_images)
+    if syn.shape != ref.shape:
+        raise ValueError(f"refined_images: expected the shape of synthetic_images {syn.shape}, got {ref.shape}")
+    d = np.linalg.norm(pupil_centres(syn) - pupil_centres(ref), axis=1)
+    ms = mean_std(d)
+    return ms["mean"], ms["std"]
+
+
+def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Sample (N, H, W) at (N, J) sub-pixel (u=col, v=row); coordinates are clamped to the image."""
+    n, h, w = img.shape
+    u, v = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
+    u0, v0 = np.minimum(np.floor(u).astype(int), w - 2 if w > 1 else 0), np.minimum(np.floor(v).astype(int), h - 2 if h > 1 else 0)
+    u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
+    fu, fv = u - u0, v - v0
+    b = np.arange(n)[:, None]
+    top = img[b, v0, u0] * (1 - fu) + img[b, v0, u1] * fu
+    bot = img[b, v1, u0] * (1 - fu) + img[b, v1, u1] * fu
+    return top * (1 - fv) + bot * fv
+
+
+def joint_depth_shift(synthetic_depth, refined_depth, joints) -> float:
+    """Mean |refined - synthetic| normalized depth, sampled bilinearly at the joints' (u, v)."""
+    syn, ref = _arr(synthetic_depth, "synthetic_depth"), _arr(refined_depth, "refined_depth")
+    j = _arr(joints, "joints")
+    if syn.ndim != 3 or syn.shape != ref.shape:
+        raise ValueError(f"refined_depth: expected (N, S, S) matching synthetic_depth {syn.shape}, got {ref.shape}")
+    if j.ndim != 3 or j.shape[0] != syn.shape[0] or j.shape[2] < 2:
+        raise ValueError(f"joints: expected ({syn.shape[0]}, J, 2 or 3), got {j.shape}")
+    u, v = j[..., 0], j[..., 1]
+    return float(np.mean(np.abs(_bilinear(ref, u, v) - _bilinear(syn, u, v))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Realism: automated visual Turing test
+
+
+class _RealismNet(nn.Module):
+    """Small fully-convolutional classifier; global pooling makes it size-agnostic."""
+
+    def __init__(self, c: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, c // 2, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c // 2, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2, inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * c, 1),
+        )
+
+    def forward(self, x):
+        return self.body(x).squeeze(1)
+
+
+def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: int = 300,
+                     batch_size: int = 64, test_fraction: float = 0.3, lr: float = 1e-3,
+                     device="cpu", bf16: bool = False) -> float:
+    """% of held-out images a fresh CNN classifies correctly as real vs other (50 = indistinguishable).
+
+    The larger set is subsampled so the classes are balanced; each class is split train/test by
+    `test_fraction`; the classifier sees only the train split. Deterministic under `seed` on CPU."""
+    _check_task(task)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: expected in (0, 1), got {test_fraction}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps/batch_size: expected >= 1, got {steps}/{batch_size}")
+    real = images_to_input(real_images, task, "real_images")
+    other = images_to_input(other_images, task, "other_images")
+    if real.shape[1:] != other.shape[1:]:
+        raise ValueError(f"other_images: expected images of size {tuple(real.shape[2:])}, got {tuple(other.shape[2:])}")
+    n = min(len(real), len(other))
+    n_test = int(round(n * test_fraction))
+    if n_test < 1 or n - n_test < 1:
+        raise ValueError(f"real_images/other_images: need enough images for a train and a test split, got {n} per class")
+    rng = np.random.default_rng(seed)
+    pr, po = rng.permutation(len(real))[:n], rng.permutation(len(other))[:n]
+    xr, xo = real[torch.from_numpy(pr)], other[torch.from_numpy(po)]
+    x_tr = torch.cat([xr[n_test:], xo[n_test:]])
+    y_tr = torch.cat([torch.ones(n - n_test), torch.zeros(n - n_test)])
+    x_te = torch.cat([xr[:n_test], xo[:n_test]])
+    y_te = torch.cat([torch.ones(n_test), torch.zeros(n_test)])
+    dev = _resolve_device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _RealismNet().to(dev)
+    x_tr, y_tr = x_tr.to(dev), y_tr.to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(len(x_tr), (min(batch_size, len(x_tr)),), generator=gen).to(dev)
+        with _autocast(dev, bf16):
+            logit = net(x_tr[idx])
+        loss = F.binary_cross_entropy_with_logits(logit.float(), y_tr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.eval()
+    correct = 0
+    with torch.no_grad(), _autocast(dev, bf16):
+        for s in range(0, len(x_te), 512):
+            pred = net(x_te[s:s + 512].to(dev)).float().cpu() > 0
+            correct += int((pred == (y_te[s:s + 512] > 0.5)).sum())
+    return 100.0 * correct / len(x_te)
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines
+
+
+def _infer_task(labels: np.ndarray) -> str:
+    return "gaze" if labels.ndim == 2 and labels.shape[1] == 3 else "hand"
+
+
+def _finish(task: str, y: np.ndarray) -> np.ndarray:
+    if task == "gaze":
+        norm = np.linalg.norm(y, axis=-1, keepdims=True)
+        return (y / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+    return y[..., :2].astype(np.float32)
+
+
+def constant_prediction(task: str, train_labels, n: int) -> np.ndarray:
+    """The training set's mean label, repeated n times: gaze (n, 3) renormalized mean vector;
+    hand (n, J, 2) mean (u, v) per joint. Every estimator must beat this."""
+    _check_task(task)
+    y = _arr(train_labels, "train_labels")
+    if len(y) == 0:
+        raise ValueError("train_labels: expected at least one label")
+    if task == "gaze" and y.shape[1:] != (3,):
+        raise ValueError(f"train_labels: expected gaze (N, 3), got {y.shape}")
+    if task == "hand" and (y.ndim != 3 or y.shape[2] < 2):
+        raise ValueError(f"train_labels: expected hand joints (N, J, 2 or 3), got {y.shape}")
+    if int(n) < 0:
+        raise ValueError(f"n: expected >= 0, got {n}")
+    mean = _finish(task, y.mean(0))
+    return np.repeat(mean[None], int(n), axis=0)
+
+
+def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = train.mean(0)
+    sd = train.std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    return ((train - mu) / sd).astype(np.float32), ((test - mu) / sd).astype(np.float32)
+
+
+def knn_predict(train_features, train_labels, test_features, k: int = 5, metric: str = "cosine",
+                task: str | None = None, chunk: int = 1024) -> np.ndarray:
+    """Mean label of the k nearest training samples for each test row.
+
+    Features are standardized with the training set's per-feature mean/std; `metric` "cosine" or
+    "l2". Test rows are processed `chunk` at a time so memory stays O(chunk x N_train). Gaze
+    predictions are renormalized; `task` is inferred from the label shape ((N, 3) -> gaze) if None."""
+    tr = _arr(train_features, "train_features", dtype=np.float32)
+    te = _arr(test_features, "test_features", dtype=np.float32)
+    y = _arr(train_labels, "train_labels")
+    tr, te = tr.reshape(len(tr), -1), te.reshape(len(te), -1)
+    if tr.shape[1] != te.shape[1]:
+        raise ValueError(f"test_features: expected {tr.shape[1]} features per row, got {te.shape[1]}")
+    if len(y) != len(tr):
+        raise ValueError(f"train_labels: expected {len(tr)} rows (one per train feature), got {len(y)}")
+    if not 1 <= k <= len(tr):
+        raise ValueError(f"k: expected 1..{len(tr)}, got {k}")
+    if metric not in ("cosine", "l2"):
+        raise ValueError(f"metric: expected 'cosine' or 'l2', got {metric!r}")
+    if chunk < 1:
+        raise ValueError(f"chunk: expected >= 1, got {chunk}")
+    task = task or _infer_task(y)
+    _check_task(task)
+    tr, te = _standardize(tr, te)
+    if metric == "cosine":
+        tr = tr / np.maximum(np.linalg.norm(tr, axis=1, keepdims=True), 1e-8)
+        te = te / np.maximum(np.linalg.norm(te, axis=1, keepdims=True), 1e-8)
+    tr_sq = (tr**2).sum(1)
+    out = np.empty((len(te),) + y.shape[1:], dtype=np.float64)
+    for s in range(0, len(te), chunk):
+        q = te[s:s + chunk]
+        # Ranking by -2 q.t + |t|^2 is the L2 ranking (|q|^2 is constant per row); on unit vectors
+        # it is also the cosine ranking.
+        d = tr_sq[None, :] - 2.0 * (q @ tr.T)
+        nn_idx = np.argpartition(d, k - 1, axis=1)[:, :k]
+        out[s:s + chunk] = y[nn_idx].mean(1)
+    return _finish(task, out)
+
+
+def equalize_hist(images) -> np.ndarray:
+    """Per-image histogram equalization of (N, H, W) uint8 (OpenCV equalizeHist's mapping)."""
+    a = np.asarray(images)
+    if a.ndim != 3 or a.dtype != np.uint8:
+        raise ValueError(f"images: expected (N, H, W) uint8, got {a.shape} {a.dtype}")
+    n = len(a)
+    flat = a.reshape(n, -1).astype(np.int64)
+    hist = np.bincount((flat + 256 * np.arange(n)[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
+    cdf = hist.cumsum(1)
+    cdf_min = np.take_along_axis(cdf, (flat.min(1))[:, None], 1)
+    denom = np.maximum(flat.shape[1] - cdf_min, 1)
+    lut = np.clip(np.round((cdf - cdf_min) * 255.0 / denom), 0, 255).astype(np.uint8)
+    return np.take_along_axis(lut, flat, 1).reshape(a.shape)
+
+
+def equalized_pixel_features(images) -> np.ndarray:
+    """(N, H*W) float32: histogram-equalized pixels, each image standardized (zero mean, unit std).
+
+    Float images in [-1, 1] (refined, or hand depth) are quantized to 256 levels first. This is the
+    paper's k-NN baseline representation for gaze (the real MPIIGaze images are equalized)."""
+    a = np.asarray(images)
+    if a.ndim != 3 or a.shape[0] == 0:
+        raise ValueError(f"images: expected a non-empty (N, H, W) array, got {a.shape}")
+    if a.dtype != np.uint8:
+        a = _arr(a, "images")
+        if a.min() < -1 - 1e-4 or a.max() > 1 + 1e-4:
+            raise ValueError(f"images: float images must lie in [-1, 1], got [{a.min():.3g}, {a.max():.3g}]")
+        a = np.clip(np.round((a + 1) * 127.5), 0, 255).astype(np.uint8)
+    f = equalize_hist(a).reshape(len(a), -1).astype(np.float32)
+    f -= f.mean(1, keepdims=True)
+    sd = f.std(1, keepdims=True)
+    return f / np.where(sd > 1e-8, sd, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Aggregation
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """{"mean", "std"} over seeds/runs. std is the SAMPLE std (ddof=1) when n > 1, 0.0 for n == 1."""
+    v = _errors(values, "values")
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
