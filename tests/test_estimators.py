@@ -20,7 +20,7 @@ from simgan.estimators import (
     train_estimator,
 )
 from simgan.io import SimganError
-from simgan.metrics import angular_error_deg, constant_prediction
+from simgan.metrics import angular_error_deg, constant_prediction, pck_at
 
 TINY_GAZE = dict(width=0.25, fc=64)
 TINY_HAND = dict(stacks=2, channels=8, joints=3, in_size=32, heatmap_size=16, depth=2)
@@ -88,12 +88,12 @@ def test_heatmap_decoding_subpixel():
 def test_gaze_training_beats_constant_predictor():
     x, y = dot_gaze_data(640, seed=0)
     xt, yt = dot_gaze_data(200, seed=1)
-    model, hist = train_estimator("gaze", x, y, steps=200, batch_size=32, lr=1e-3, seed=0,
+    model, hist = train_estimator("gaze", x, y, steps=100, batch_size=32, lr=1e-3, seed=0,
                                   net_kwargs=TINY_GAZE, bf16=True, channels_last=True, log_every=50)
-    assert [h["step"] for h in hist] == [50, 100, 150, 200]
+    assert [h["step"] for h in hist] == [50, 100]
     err = angular_error_deg(predict(model, "gaze", xt), yt).mean()
     const = angular_error_deg(constant_prediction("gaze", y, len(yt)), yt).mean()
-    assert err < 0.5 * const, (err, const)
+    assert err < 0.25 * const, (err, const)
     p = predict(model, "gaze", xt[:5])
     assert np.allclose(np.linalg.norm(p, axis=1), 1, atol=1e-5)
     assert features(model, "gaze", xt[:5]).shape == (5, 64)
@@ -111,16 +111,19 @@ def test_training_is_deterministic_under_seed():
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def test_hand_training_predicts_stored_pixels_and_loss_falls():
-    x, j = hand_data(64, seed=0)
-    model, hist = train_estimator("hand", x, j, steps=30, batch_size=16, lr=2e-3, seed=0,
-                                  net_kwargs=TINY_HAND, log_every=10)
+def test_hand_training_localizes_joint_in_stored_pixels():
+    # one joint per image, stored at 48 px, net input 32 px: exercises resize + heatmap decoding
+    x, j = hand_data(256, seed=0, joints=1)
+    xt, jt = hand_data(60, seed=1, joints=1)
+    model, hist = train_estimator("hand", x, j, steps=60, batch_size=16, lr=2e-3, seed=0,
+                                  net_kwargs=dict(TINY_HAND, joints=1), log_every=20)
     assert hist[-1]["loss"] < hist[0]["loss"]
-    uv = predict(model, "hand", x[:6])
-    assert uv.shape == (6, 3, 2) and np.all((uv >= -1) & (uv <= 48))
-    assert features(model, "hand", x[:6]).shape == (6, 8 * 16)
+    uv = predict(model, "hand", xt)
+    assert uv.shape == (60, 1, 2)
+    assert pck_at(uv, jt, 3) >= 90 > pck_at(constant_prediction("hand", j, 60), jt, 3) + 40
+    assert features(model, "hand", xt[:6]).shape == (6, 8 * 16)
     with pytest.raises(ValueError, match="labels"):
-        train_estimator("hand", x, j[:, :2], steps=1, batch_size=4, lr=1e-3, seed=0, net_kwargs=TINY_HAND)
+        train_estimator("hand", x, j[:, :, :1], steps=1, batch_size=4, lr=1e-3, seed=0, net_kwargs=TINY_HAND)
 
 
 def test_rotation_keeps_joints_on_features():
@@ -163,6 +166,7 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_load_refuses_malicious_pickle(tmp_path):
     marker = tmp_path / "pwned"
     evil = _Evil()
