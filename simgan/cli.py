@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "simgan.sim.cli",            # simulate, show
     "simgan.data.cli",           # import, download, export
     "simgan.compare",            # compare
+    "simgan.config",             # params apply|overrides
 ]
 
 

@@ -1,0 +1,82 @@
+"""Result figures as PNG (matplotlib Agg: offline, no CDN)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from simgan.io import atomic_path  # noqa: E402
+
+SOURCE_STYLE = {"synthetic": ("tab:red", "-"), "refined": ("tab:blue", "-"), "real": ("tab:green", "-")}
+
+
+def _style(row: str):
+    source = row.split("_")[0]
+    colour, line = SOURCE_STYLE.get(source, ("tab:gray", ":"))
+    if "_aug" in row:
+        line = "--"
+    return colour, line
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def curves_figure(path, task: str, curves: pd.DataFrame, x: str) -> None:
+    """Cumulative error curve (gaze) or PCK curve (hand), one line per row."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for col in curves.columns:
+        if col == x:
+            continue
+        colour, line = _style(col)
+        ax.plot(curves[x], curves[col], line, color=colour, label=col, alpha=0.6 if re.search(r"_1x$", col) else 1.0)
+    ax.set_xlabel("angular error (degrees)" if task == "gaze" else "distance threshold d (pixels)")
+    ax.set_ylabel("% of test images within" if task == "gaze" else "% of joints within d")
+    ax.set_title(f"{task}: real test set")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def size_figure(path, task: str, rows: dict, metric: str) -> None:
+    """Main metric (mean +- std over seeds) against training-set size, one line per source."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for source in ("synthetic", "refined", "real"):
+        pts = sorted((int(k.rsplit("_", 1)[1][:-1]), v[metric]) for k, v in rows.items() if re.fullmatch(rf"{source}_\d+x", k))
+        if pts:
+            colour, _ = _style(source)
+            ax.errorbar([s for s, _ in pts], [m["mean"] for _, m in pts], yerr=[m["std"] for _, m in pts],
+                        marker="o", capsize=3, color=colour, label=source)
+    for base in ("constant", "knn_synthetic"):
+        if base in rows:
+            ax.axhline(rows[base][metric]["mean"], color="tab:gray", ls=":" if base == "constant" else "-.", label=base)
+    ax.set_xlabel("training-set size (multiples of 1x)")
+    ax.set_ylabel({"mean_error_deg": "mean angular error (deg)", "pck5_pct": "% joints within 5 px"}.get(metric, metric))
+    ax.set_title(f"{task}: accuracy vs training-set size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def losses_figure(path, losses: pd.DataFrame, title: str) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for col in ("loss_refiner_adv", "loss_refiner_reg", "loss_disc"):
+        if col in losses:
+            axes[0].plot(losses["step"], losses[col], label=col)
+    for col in ("disc_acc_real", "disc_acc_refined", "refined_change"):
+        if col in losses:
+            axes[1].plot(losses["step"], losses[col], label=col)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    _save(fig, path)

@@ -1,0 +1,93 @@
+"""Stage `adversarial@<task>`: Algorithm 1's loop (K_g refiner updates per K_d discriminator
+updates, history buffer) from the pretrained checkpoint.
+
+Outputs: models/<task>/refiner.pt (plain dict), plots/<task>/train_losses.csv (DVC plot),
+reports/<task>/samples.png (synthetic | refined | real), reports/<task>/dvclive/ (dvclive log).
+
+Interruptions: the running checkpoint lives in .simgan/checkpoints/ (outside DVC's outputs, which
+DVC deletes before a rerun) under a name keyed by the training params and the pretrained model,
+so after a kill -9 the next `dvc repro` resumes it and ends with the weights an uninterrupted run
+would have; a changed param starts afresh instead of resuming someone else's run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+from simgan.config import ParamsError
+from simgan.io import write_text_atomic
+from simgan.train import save_model
+from simgan.viz import save_image_grid
+from stages.common import Params, check_task, run_stage
+from stages.gan_setup import build_trainer
+
+LOG_COLUMNS = ["step", "phase", "loss_refiner_adv", "loss_refiner_reg", "loss_disc", "disc_acc_real", "disc_acc_refined", "refined_change", "seconds"]
+
+
+def run_checkpoint(task: str, p: Params, pretrained: Path) -> Path:
+    h = hashlib.sha256()
+    h.update(json.dumps(p.section(f"gan.{task}"), sort_keys=True).encode())
+    h.update(pretrained.read_bytes())
+    return Path(".simgan") / "checkpoints" / f"{task}-adversarial-{h.hexdigest()[:16]}.pt"
+
+
+def losses_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise ParamsError("usage: python -m stages.adversarial gaze|hand")
+    task = check_task(argv[0])
+    p = Params.load()
+    pretrained = Path("models") / task / "pretrained.pt"
+    if not pretrained.exists():
+        raise ParamsError(f"{pretrained}: file not found; run the pretrain@{task} stage first (dvc repro)")
+    ckpt = run_checkpoint(task, p, pretrained)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    if not ckpt.exists():
+        shutil.copyfile(pretrained, ckpt)
+    trainer = build_trainer(task, p, checkpoint=ckpt)
+
+    from dvclive import Live
+
+    live_dir = Path("reports") / task / "dvclive"
+    resumed_at = None
+    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=False) as live:
+
+        def on_log(row: dict) -> None:
+            live.step = row["step"]
+            for k, v in row.items():
+                if k not in ("step", "phase", "seconds"):
+                    live.log_metric(f"{task}/{k}", v)
+
+        def on_sample(step: int, grids: dict) -> None:
+            save_image_grid(Path("reports") / task / "samples.png", grids)
+
+        trainer.on_log, trainer.on_sample = on_log, on_sample
+        if trainer.maybe_resume():
+            resumed_at = trainer.step
+            print(f"adversarial {task}: resuming {ckpt} at step {resumed_at}", flush=True)
+            for row in trainer.log:  # replay the restored history so the dvclive log is whole
+                on_log(row)
+        trainer.run()
+    save_model(Path("models") / task / "refiner.pt", trainer.refiner, task=task, in_channels=trainer.refiner.in_channels,
+               refiner_kwargs=trainer.refiner_kwargs, steps=trainer.step)
+    write_text_atomic(Path("plots") / task / "train_losses.csv", losses_csv(trainer.log))
+    if trainer.on_sample and not trainer.cfg.sample_every:
+        on_sample(trainer.step, trainer.sample_grids())
+    ckpt.unlink(missing_ok=True)  # done: the buffer inside can be large
+
+
+if __name__ == "__main__":
+    run_stage(main)

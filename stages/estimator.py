@@ -1,0 +1,87 @@
+"""Stage `estimator@<variant>`: the downstream model of a task trained on one source at one
+training-set size, once per seed in `seeds` -> models/<task>/estimators/<variant>/seed<k>.pt.
+
+A variant (params.yaml `variants`) names task, source (synthetic | refined | real), size (a
+multiple of `estimator.<task>.base_n` images, the paper's 1x / 3x / 4x) and whether photometric
+augmentation is on (the baselines of issue 11). Each seed draws the network's initial weights and
+its batches from itself; the training rows are the first size * base_n rows of the source file
+(files are in random order), so 4x contains 1x and seeds differ only in the training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from simgan.augment import photometric_augment
+from simgan.config import ParamsError, one_of, positive
+from simgan.data.format import label_keys, open_dataset
+from simgan.estimators import save_estimator, train_estimator
+from simgan.io import write_text_atomic
+from stages.common import SOURCES, Params, data_path, run_stage
+
+
+def variant(p: Params, name: str) -> dict:
+    key = f"variants.{name}"
+    v = {
+        "task": p.get(f"{key}.task", str, one_of("gaze", "hand")),
+        "source": p.get(f"{key}.source", str, one_of(*SOURCES)),
+        "size": p.get(f"{key}.size", int, positive),
+        "augment": p.get(f"{key}.augment", bool, default=False),
+    }
+    return v
+
+
+def training_rows(p: Params, task: str, source: str, size: int):
+    n = p.get(f"estimator.{task}.base_n", int, positive) * size
+    path = data_path(task, source)
+    with open_dataset(path, require_labels=True) as ds:
+        if ds.n < n:
+            raise ParamsError(
+                f"{p.path}: key 'estimator.{task}.base_n': {size}x needs {n} images but {path} has {ds.n}; "
+                f"expected base_n <= {ds.n // size} or a larger data.{task} set"
+            )
+        label = label_keys(task)[0]
+        rows = ds.read([ds.image_key, label], slice(0, n))
+        return rows[ds.image_key], rows[label]
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise ParamsError("usage: python -m stages.estimator VARIANT (a key of params.yaml 'variants')")
+    name = argv[0]
+    p = Params.load()
+    v = variant(p, name)
+    task = v["task"]
+    key = f"estimator.{task}"
+    seeds = p.get("seeds", list)
+    if len(seeds) < 1 or not all(isinstance(s, int) for s in seeds):
+        raise ParamsError(f"{p.path}: key 'seeds': expected a non-empty list of integers, got {seeds!r}")
+    images, labels = training_rows(p, task, v["source"], v["size"])
+    augment = photometric_augment(task, p.section(f"{key}.augment")) if v["augment"] else None
+    out_dir = Path("models") / task / "estimators" / name
+    history = {}
+    for seed in seeds:
+        print(f"estimator {name}: seed {seed}, {len(images)} {v['source']} images", flush=True)
+        model, hist = train_estimator(
+            task,
+            images,
+            labels,
+            steps=p.get(f"{key}.steps", int, positive),
+            batch_size=p.get(f"{key}.batch_size", int, positive),
+            lr=p.get(f"{key}.lr", float, positive),
+            seed=seed,
+            net_kwargs=p.section(f"{key}.net"),
+            augment=augment,
+            rotation_deg=p.get(f"{key}.rotation_deg", (int, float), default=0.0),
+            bf16=p.get(f"{key}.bf16", bool),
+            channels_last=p.get(f"{key}.channels_last", bool),
+            progress=True,
+            log_every=p.get(f"{key}.log_every", int, positive, default=100),
+        )
+        save_estimator(out_dir / f"seed{seed}.pt", model, {**v, "seed": seed, "variant": name, "train_n": len(images)})
+        history[str(seed)] = hist
+    write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,93 @@
+"""Stage `prepare@<task>`: the task's three data sets.
+
+    data/<task>/synthetic.h5   labelled simulator images (the refiner's input)
+    data/<task>/real.h5        real images: unlabeled for the GAN; their labels train only the
+                               "real" reference estimator
+    data/<task>/real_test.h5   held-out real images; labels used only by evaluate
+
+`data.<task>.source` picks the embedded simulators (default) or an importer of a public data set
+(docs/data_sources.md); importers run through the same `simgan import` commands a user would type.
+"""
+
+from __future__ import annotations
+
+from simgan.cli import main as simgan_main
+from simgan.config import ParamsError, one_of, positive
+from stages.common import Params, check_task, data_path, run_stage
+
+SOURCES = {"gaze": ("embedded", "kaggle", "unityeyes+mpiigaze", "folder"), "hand": ("embedded", "nyu", "folder")}
+# Each split's seed is derived from the task's seed, so the three sets never share a draw.
+SPLIT_SEED_OFFSET = {"synthetic": 0, "real": 1000, "real_test": 2000}
+
+
+def simulate(task: str, p: Params) -> None:
+    key = f"data.{task}"
+    seed = p.get(f"{key}.seed", int)
+    workers = p.get(f"{key}.workers", int, positive)
+    for split, domain in (("synthetic", "synthetic"), ("real", "real"), ("real_test", "real")):
+        n = p.get(f"{key}.{split}_n", int, positive)
+        out = data_path(task, split)
+        print(f"prepare {task}: simulating {n} {domain} images -> {out}", flush=True)
+        if task == "gaze":
+            from simgan.sim.eyes import simulate_eyes_to_file
+
+            simulate_eyes_to_file(out, n, seed + SPLIT_SEED_OFFSET[split], domain=domain, workers=workers)
+        else:
+            from simgan.sim.hands import simulate_hands_to_file
+
+            size = p.get(f"{key}.size", int, lambda v: None if v >= 16 else ">= 16")
+            simulate_hands_to_file(out, n, seed + SPLIT_SEED_OFFSET[split], domain=domain, size=size, workers=workers)
+
+
+def _run(args: list[str]) -> None:
+    print("prepare: simgan " + " ".join(args), flush=True)
+    rc = simgan_main(args)
+    if rc:
+        raise ParamsError(f"prepare: `simgan {' '.join(args)}` failed with exit status {rc}")
+
+
+def import_sources(task: str, source: str, p: Params) -> None:
+    key = f"data.{task}.{source}"
+    syn, real, test = (str(data_path(task, s)) for s in ("synthetic", "real", "real_test"))
+    if source == "kaggle":
+        _run(["import", "kaggle", p.get(f"{key}.synthetic", str), "--out", syn, "--domain", "synthetic"])
+        _run(["import", "kaggle", p.get(f"{key}.real", str), "--out", real, "--domain", "real"])
+        _run(["import", "kaggle", p.get(f"{key}.real_test", str), "--out", test, "--domain", "real"])
+    elif source == "unityeyes+mpiigaze":
+        ue, mpii = f"data.{task}.unityeyes", f"data.{task}.mpiigaze"
+        _run(["import", "mpiigaze", p.get(f"{mpii}.dir", str), "--subset", "rest", "--out", real])
+        _run(["import", "mpiigaze", p.get(f"{mpii}.dir", str), "--subset", "eval", "--out", test])
+        _run(["import", "unityeyes", p.get(f"{ue}.dir", str), "--out", syn])
+    elif source == "nyu":
+        d = p.get(f"{key}.dir", str)
+        size = str(p.get(f"data.{task}.size", int))
+        _run(["import", "nyu", d, "--split", "train", "--size", size, "--out-synthetic", syn, "--out-real", real])
+        _run(["import", "nyu", d, "--split", "test", "--size", size, "--out-real", test])
+    elif source == "folder":
+        size = p.get(f"{key}.size", str)
+        for split, out in (("synthetic", syn), ("real", real), ("real_test", test)):
+            args = ["import", "folder", p.get(f"{key}.{split}.dir", str), "--out", out, "--size", size]
+            labels = p.raw(f"{key}.{split}.labels", None)
+            if labels:
+                args += ["--labels", str(labels)]
+            if split != "synthetic":
+                args += ["--domain", "real"]
+            if p.raw(f"{key}.color", False):
+                args.append("--color")
+            _run(args)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise ParamsError("usage: python -m stages.prepare gaze|hand")
+    task = check_task(argv[0])
+    p = Params.load()
+    source = p.get(f"data.{task}.source", str, one_of(*SOURCES[task]))
+    if source == "embedded":
+        simulate(task, p)
+    else:
+        import_sources(task, source, p)
+
+
+if __name__ == "__main__":
+    run_stage(main)

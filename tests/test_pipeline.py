@@ -1,0 +1,102 @@
+"""The main job end to end on the tiny profile: a real `dvc repro` in a temporary copy of the
+repository, real files, both tasks. Then: a second repro does nothing, and changing only a
+downstream param reruns only the stages that depend on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # stage commands run `python -m stages...`
+    env.update(DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _run(args, cwd, check=True):
+    r = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def copy_repo(dst: Path) -> Path:
+    """The working tree as a fresh clone would have it (tracked + untracked-not-ignored files)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    for rel in ("dvc.lock",):  # start from scratch: no previous run
+        (dst / rel).unlink(missing_ok=True)
+    for d in ("metrics", "plots", "reports"):
+        shutil.rmtree(dst / d, ignore_errors=True)
+    _run(["git", "init", "-q"], dst)
+    _run([sys.executable, "-m", "simgan.cli", "params", "apply", "profiles/tiny.yaml"], dst)
+    return dst
+
+
+def _ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("repo"))
+    first = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    return repo, first.stdout
+
+
+def test_tiny_profile_reproduces_all_metrics(tiny_run):
+    repo, out = tiny_run
+    assert {"prepare@gaze", "adversarial@hand", "refine@gaze", "estimator@gaze-refined-4x", "evaluate@hand", "report"} <= _ran_stages(out)
+    gaze = json.loads((repo / "metrics" / "gaze.json").read_text())
+    hand = json.loads((repo / "metrics" / "hand.json").read_text())
+    for row in ("synthetic_1x", "synthetic_4x", "refined_1x", "refined_4x", "real_1x", "real_4x",
+                "synthetic_aug_1x", "refined_aug_1x", "constant", "knn_synthetic"):
+        cell = gaze["rows"][row]
+        assert 0 <= cell["mean_error_deg"]["mean"] <= 180 and cell["mean_error_deg"]["std"] >= 0, row
+        assert 0 <= cell["within7_pct"]["mean"] <= 100, row
+    for row in ("synthetic_1x", "synthetic_3x", "refined_2x", "real_3x", "constant", "refined_aug_1x"):
+        assert 0 <= hand["rows"][row]["pck5_pct"]["mean"] <= 100, row
+    for m in (gaze, hand):
+        assert m["seeds"] == 2 and m["profile"] == "tiny"
+        assert 0 <= m["realism"]["refined_vs_real_acc_pct"] <= 100
+    assert gaze["label_preservation"]["pupil_shift_px"]["mean"] >= 0
+    for rel in ("plots/gaze/error_cdf.csv", "plots/hand/pck.csv", "plots/gaze/train_losses.csv", "reports/results.md",
+                "reports/gaze/samples.png", "reports/hand/curves.png", "reports/gaze/size.png", "reports/hand/losses.png",
+                "reports/gaze/predictions.parquet", "data/gaze/refined.h5", "models/hand/refiner.pt"):
+        assert (repo / rel).stat().st_size > 0, rel
+    assert "| Training data" in (repo / "reports" / "results.md").read_text() or "|" in (repo / "reports" / "results.md").read_text()
+
+
+def test_second_repro_does_nothing(tiny_run):
+    repo, _ = tiny_run
+    again = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert _ran_stages(again.stdout) == set(), again.stdout
+
+
+def test_downstream_param_change_reruns_only_dependents(tiny_run):
+    repo, _ = tiny_run
+    params = (repo / "params.yaml").read_text()
+    changed = re.sub(r"(gaze:\n    base_n: 64\n    steps: )5", r"\g<1>6", params)
+    assert changed != params
+    (repo / "params.yaml").write_text(changed)
+    out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
+    ran = _ran_stages(out)
+    assert ran and all(s.startswith(("estimator@gaze-", "evaluate@gaze", "report")) for s in ran), ran
+    assert not any(s.startswith(("prepare", "pretrain", "adversarial", "refine", "estimator@hand")) for s in ran)
