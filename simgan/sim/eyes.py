@@ -48,10 +48,11 @@ real (surrogate of MPIIGaze, the process the clean renderer lacks): skin pores (
   |Laplacian| of real images is ~5x that of synthetic ones (49.5 vs 9.1 grey levels, 256 images;
   the test requires > 1.5x), and real images span the full 0..255 range (equalized; median range
   255) while clean renders do not (median 198; the test requires < 250).
-  The gap matters for gaze estimation: `benchmarks/bench_simulators.py --domain-gap` trains one
-  small gaze CNN on 8k clean synthetic eyes and one on 8k labelled real eyes (1500 steps of 64) and
-  tests both on 2k real eyes; see docs/data_format.md's neighbour results file
-  benchmarks/results/simulators.json ("eye_domain_gap") for the numbers of the last run.
+  The gap matters for gaze estimation: `benchmarks/bench_simulators.py --only none --samples ''
+  --domain-gap` trains one small gaze CNN on 8k clean synthetic eyes and one on 8k labelled real
+  eyes (1500 Adam steps of 64) and tests both on 2k real eyes. Measured (mean angular error):
+  trained on synthetic 16.5 deg, trained on real 5.3 deg, constant mean-gaze predictor 10.0 deg;
+  i.e. clean synthetic training is worse than a constant on real eyes, as in the paper's setting.
 
 API
 ---
