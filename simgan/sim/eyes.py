@@ -76,7 +76,7 @@ from typing import Iterator
 import numpy as np
 
 from simgan.io import SimganError
-from simgan.parallel import DEFAULT_CHUNK, chunk_bounds, map_chunks
+from simgan.parallel import DEFAULT_CHUNK, chunk_bounds, concat_chunks, map_chunks
 
 GENERATOR_VERSION = "embedded-eyes 1"
 SOURCE = "embedded-eyes"
@@ -649,21 +649,21 @@ def _check_counts(n, seed, workers, chunk) -> None:
         raise SimganError(f"eyes: parameter 'workers': expected an integer >= 1 or None, got {workers!r}")
 
 
-def _chunks(n, seed, domain, workers, chunk, supersample):
+def _chunks(n, seed, domain, workers, chunk, supersample, progress: bool):
+    """Rendered chunks in order (dicts of arrays), with a progress bar over images if asked."""
+    from tqdm import tqdm
+
     _check_domain(domain)
     _check_counts(n, seed, workers, chunk)
     fn = functools.partial(_render_chunk, domain=domain, supersample=_check_supersample(supersample))
     # Import torch here, before map_chunks forks: workers inherit it instead of each paying the
     # import (seconds on a busy machine).
     import torch  # noqa: F401
-    for _, arrays in map_chunks(fn, n, seed, workers=workers, chunk=chunk):
-        yield arrays
 
-
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="img", desc=desc, dynamic_ncols=True)
+    with tqdm(total=n, disable=not progress, unit="img", desc=f"eyes ({domain})", dynamic_ncols=True) as bar:
+        for _, arrays in map_chunks(fn, n, seed, workers=workers, chunk=chunk):
+            yield arrays
+            bar.update(len(arrays["images"]))
 
 
 def render_eyes(
@@ -678,12 +678,7 @@ def render_eyes(
     """Render n eyes in memory: keys images, gaze, pupil, landmarks, head_pose.
 
     The result depends only on (n, seed, domain, chunk, supersample), never on `workers`."""
-    parts = []
-    with _progress(n, progress, f"eyes ({domain})") as bar:
-        for arrays in _chunks(n, seed, domain, workers, chunk, supersample):
-            parts.append(arrays)
-            bar.update(len(arrays["images"]))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return concat_chunks(list(_chunks(n, seed, domain, workers, chunk, supersample, progress)))
 
 
 def simulate_eyes_to_file(
@@ -712,7 +707,5 @@ def simulate_eyes_to_file(
     }
     _check_domain(domain)
     with DatasetWriter(path, attrs, chunk_rows=chunk_rows, compression=compression) as writer:
-        with _progress(n, progress, f"eyes ({domain})") as bar:
-            for arrays in _chunks(n, seed, domain, workers, chunk, supersample):
-                writer.append(arrays)
-                bar.update(len(arrays["images"]))
+        for arrays in _chunks(n, seed, domain, workers, chunk, supersample, progress):
+            writer.append(arrays)
