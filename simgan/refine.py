@@ -1,15 +1,22 @@
 """Refinement of a whole data set: HDF5 in, HDF5 out, streaming chunk by chunk.
 
-Memory holds one chunk of the file plus one batch of activations, whatever N is (benchmarked at
-1M images). Every key other than the image key -- gaze vectors, joints, landmarks, custom label
-columns -- is copied through byte for byte: refinement changes appearance, never labels.
+Memory holds a few chunks of the file (one being read, one refined, one being written) plus one
+batch of activations, whatever N is (benchmarked at 1M images: benchmarks/bench_memory.py). Every
+key other than the image key -- gaze vectors, joints, landmarks, custom label columns -- is copied
+through byte for byte: refinement changes appearance, never labels.
+
+Speed (docs/performance.md): the refiner's convolutions dominate; HDF5 reads and writes run on
+two helper threads so they overlap the forward passes (torch releases the GIL while it computes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -30,6 +37,41 @@ def refine_batches(refiner: torch.nn.Module, images: torch.Tensor, batch_size: i
     return torch.cat(out) if out else images.new_empty((0, *images.shape[1:]))
 
 
+@torch.inference_mode()
+def _refine_stored(refiner, stored: np.ndarray, task: str, batch_size: int, device: torch.device, bf16: bool, channels_last: bool, pad: bool) -> np.ndarray:
+    """Stored-format images in, stored-format refined images out, converting one batch at a time:
+    a chunk never exists as float32 in full (4x the uint8 bytes).
+
+    `pad` fills a short last batch up to batch_size so a compiled refiner sees one shape only
+    (a second shape would recompile, minutes on a loaded CPU); the padding rows are dropped."""
+    out = None
+    mf = memory_format(channels_last)
+    n = stored.shape[0]
+    for s in range(0, n, batch_size):
+        x = images_to_tensor(stored[s : s + batch_size], task)
+        k = x.shape[0]
+        if pad and k < batch_size:
+            x = torch.cat([x, x.new_zeros((batch_size - k, *x.shape[1:]))])
+        x = x.to(device, non_blocking=True).contiguous(memory_format=mf)
+        with autocast(device, bf16):
+            y = refiner(x)
+        y = tensor_to_images(y[:k].float(), task)
+        if out is None:
+            out = np.empty((n, *y.shape[1:]), dtype=y.dtype)
+        out[s : s + k] = y
+    return out if out is not None else stored.copy()
+
+
+def _compile_context(compile: bool):
+    if not compile:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config
+
+    # Freezing folds the (inference-only) weights into the graph and lets inductor prepack them
+    # for oneDNN; without it the compiled refiner was no faster than eager on this CPU.
+    return inductor_config.patch(freezing=True)
+
+
 def refine_dataset(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -40,30 +82,49 @@ def refine_dataset(
     device: str = "cpu",
     bf16: bool = False,
     channels_last: bool = False,
+    compile: bool = False,
     progress: bool = True,
     extra_attrs: dict | None = None,
 ) -> int:
     """Write `refiner(src images)` with src's labels to `dst` (atomically). Returns rows written.
 
     `rows` refines a contiguous slice only: the unit of work of a sharded (Dask) refinement, whose
-    shards concatenated in order are byte-identical to the single-process output."""
+    shards concatenated in order are byte-identical to the single-process output.
+    `compile` runs the refiner through torch.compile (with weight freezing): faster per image but
+    costs a one-off compilation (about a minute on a busy 2-core CPU), so it pays only on large
+    data sets; see docs/performance.md."""
     if batch_size < 1:
         raise ValueError(f"refine batch_size: expected >= 1, got {batch_size}")
     dev = resolve_device(device)
     refiner = refiner.to(dev, memory_format=memory_format(channels_last)).eval()
-    with open_dataset(src, require_labels=False) as ds:
+    net = torch.compile(refiner, dynamic=False) if compile else refiner
+    with open_dataset(src, require_labels=False) as ds, _compile_context(compile):
         start, stop, _ = (rows or slice(None)).indices(ds.n)
         attrs = {**ds.attrs, "domain": "refined", "refined_from": str(src), **(extra_attrs or {})}
         if rows is not None:
             attrs["rows"] = [start, stop]
         # carry the source's chunking so shards and the whole file lay out rows identically
-        with DatasetWriter(dst, attrs, chunk_rows=ds.chunk_rows, require_labels=False) as w:
+        with DatasetWriter(dst, attrs, chunk_rows=ds.chunk_rows, require_labels=False) as w, ThreadPoolExecutor(2, thread_name_prefix="refine-io") as io:
             bar = tqdm(total=stop - start, disable=not progress, desc=f"refine {Path(src).name}", unit="img", dynamic_ncols=True)
-            for block in ds.iter_chunks(rows=slice(start, stop)):
-                x = images_to_tensor(block[ds.image_key], ds.task)
-                block[ds.image_key] = tensor_to_images(refine_batches(refiner, x, batch_size, dev, bf16, channels_last), ds.task)
-                w.append(block)
-                bar.update(len(x))
+            chunks = ds.iter_chunks(rows=slice(start, stop))
+            # One chunk read ahead and one write in flight: the compute never waits on HDF5, and
+            # at most three chunks are held at once (bounded memory at any N). h5py serialises
+            # its own calls, so reading and writing from the pool is safe.
+            pending_read: Future = io.submit(next, chunks, None)
+            pending_write: Future | None = None
+            while True:
+                block = pending_read.result()
+                if block is None:
+                    break
+                pending_read = io.submit(next, chunks, None)
+                n = len(block[ds.image_key])
+                block[ds.image_key] = _refine_stored(net, block[ds.image_key], ds.task, batch_size, dev, bf16, channels_last, pad=compile)
+                if pending_write is not None:
+                    pending_write.result()
+                pending_write = io.submit(w.append, block)
+                bar.update(n)
+            if pending_write is not None:
+                pending_write.result()
             bar.close()
             for key in ds.keys():
                 if key.startswith(LABELS_GROUP + "/"):
