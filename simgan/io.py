@@ -5,6 +5,7 @@ would take as valid, and an existing output is never clobbered by a half-written
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -25,11 +26,16 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     On any exception the temporary file is removed and `target` is left exactly as it was."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else ".tmp", dir=target.parent
+        prefix=f".{target.name}.{os.getpid()}-", suffix=suffix if suffix is not None else ".tmp", dir=target.parent
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; outputs are ordinary files, so give them the umask's usual mode
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         _fsync_file(tmp_path)
@@ -39,6 +45,26 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temp files of `target` left by a process that died before renaming (kill -9, power
+    loss): the pid in the name says whose it is, and a live writer's file is never touched."""
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
+        pid = tmp.name[len(target.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _fsync_file(path: Path) -> None:
