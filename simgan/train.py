@@ -183,8 +183,7 @@ class SimGANTrainer:
     def _check(self, name: str, value: torch.Tensor) -> float:
         v = float(value.detach())
         if not math.isfinite(v):
-            where = f"last good checkpoint kept at {self.checkpoint_path}" if self.checkpoint_path else "no checkpoint path was configured"
-            raise TrainingDiverged(f"training diverged at step {self.step} ({self.phase()}): {name} = {v}; {where}")
+            raise TrainingDiverged(f"training diverged at step {self.step} ({self.phase()}): {name} = {v}; {self._checkpoint_note()}")
         return v
 
     def _refiner_pretrain_step(self) -> dict:
@@ -300,9 +299,18 @@ class SimGANTrainer:
             return
         for name, net in (("refiner", self.refiner), ("discriminator", self.discriminator)):
             if not _all_finite(net):
-                raise TrainingDiverged(f"training diverged at step {self.step}: {name} weights contain NaN/inf; last good checkpoint kept at {self.checkpoint_path}")
+                raise TrainingDiverged(f"training diverged at step {self.step}: {name} weights contain NaN/inf; {self._checkpoint_note()}")
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(self.state_dict(), tmp)
+
+    def _checkpoint_note(self) -> str:
+        # Divergence before the first save (or after a pipeline tool deleted the old file) must not
+        # send the user looking for a checkpoint that is not there.
+        if self.checkpoint_path is None:
+            return "no checkpoint path was configured"
+        if not Path(self.checkpoint_path).exists():
+            return f"no checkpoint was written yet ({self.checkpoint_path} does not exist)"
+        return f"last good checkpoint kept at {self.checkpoint_path}"
 
     def maybe_resume(self) -> bool:
         path = Path(self.checkpoint_path) if self.checkpoint_path else None
@@ -324,7 +332,7 @@ class SimGANTrainer:
     def run(self) -> list[dict]:
         self.maybe_resume()
         total = self.cfg.total_steps
-        bar = tqdm(total=total, initial=self.step, disable=not self.progress, desc="simgan", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=self.step, disable=not self.progress, desc="simgan", unit="step", dynamic_ncols=True, mininterval=1.0)
         t0 = time.perf_counter()
         try:
             while self.step < total:
@@ -339,7 +347,7 @@ class SimGANTrainer:
                     self.on_sample(self.step, self.sample_grids())
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == total:
                     self.save_checkpoint()
-                bar.set_description(self.phase(self.step - 1))
+                bar.set_description(self.phase(self.step - 1), refresh=False)
                 bar.update(1)
         finally:
             bar.close()
