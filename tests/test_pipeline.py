@@ -22,7 +22,9 @@ def _env() -> dict:
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # stage commands run `python -m stages...`
-    env.update(DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               GIT_AUTHOR_NAME="simgan tests", GIT_AUTHOR_EMAIL="tests@localhost",
+               GIT_COMMITTER_NAME="simgan tests", GIT_COMMITTER_EMAIL="tests@localhost")
     return env
 
 
@@ -45,8 +47,10 @@ def copy_repo(dst: Path) -> Path:
         (dst / rel).unlink(missing_ok=True)
     for d in ("metrics", "plots", "reports"):
         shutil.rmtree(dst / d, ignore_errors=True)
-    _run(["git", "init", "-q"], dst)
     _run([sys.executable, "-m", "simgan.cli", "params", "apply", "profiles/tiny.yaml"], dst)
+    _run(["git", "init", "-q"], dst)
+    _run(["git", "add", "-A"], dst)
+    _run(["git", "commit", "-qm", "tiny profile"], dst)  # DVC refuses an empty git repo
     return dst
 
 
