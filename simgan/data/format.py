@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -483,8 +485,12 @@ class DatasetWriter:
             start = self._rows.get(key, 0)
             _check_values(self._where, self.task, key, arr, row0=start)
             ds = existing if existing is not None else self._create(key, arr)
-            ds.resize(start + arr.shape[0], axis=0)
-            ds[start:] = arr
+            try:
+                ds.resize(start + arr.shape[0], axis=0)
+                ds[start:] = arr
+                ds.flush()  # a full disk fails here, not after the whole data set is computed
+            except (OSError, RuntimeError) as e:
+                raise _write_error(self._where, e) from None
             self._rows[key] = start + arr.shape[0]
 
     def set_group_attrs(self, key: str, **attrs) -> None:
@@ -492,23 +498,63 @@ class DatasetWriter:
         self._key_attrs.setdefault(key, {}).update(attrs)
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._discard()
+            self._atomic.__exit__(exc_type, exc, tb)  # removes the temp file; `path` untouched
+            return
         try:
-            if exc_type is None:
-                for key, kattrs in self._key_attrs.items():
-                    if key not in self._h5:
-                        raise DatasetError(f"{self._where}: key '{key}': attrs set for a key that was never written")
-                    for name, value in kattrs.items():
-                        self._h5[key].attrs[name] = value
+            for key, kattrs in self._key_attrs.items():
+                if key not in self._h5:
+                    raise DatasetError(f"{self._where}: key '{key}': attrs set for a key that was never written")
+                for name, value in kattrs.items():
+                    self._h5[key].attrs[name] = value
+            try:
                 self._h5.flush()
-                _validate_h5(self._h5, self._where, self.require_labels)
+            except (OSError, RuntimeError) as e:
+                raise _write_error(self._where, e) from None
+            _validate_h5(self._h5, self._where, self.require_labels)
+            try:
+                self._h5.close()
+            except (OSError, RuntimeError) as e:
+                raise _write_error(self._where, e) from None
         except BaseException as e:
-            self._h5.close()
+            self._discard()
             self._atomic.__exit__(type(e), e, e.__traceback__)
             raise
-        self._h5.close()
         self._h5 = None
-        # atomic_path removes the temp file (and re-raises nothing new) when exc is set.
-        self._atomic.__exit__(exc_type, exc, tb)
+        self._atomic.__exit__(None, None, None)
+
+    def _discard(self) -> None:
+        """Close the temp file being thrown away. Its pending writes go to /dev/null: after a write
+        error (disk full) HDF5 cannot close it otherwise, and crashes the interpreter at exit."""
+        with contextlib.suppress(Exception):
+            fd = self._h5.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        with _quiet_unraisable(), contextlib.suppress(OSError, RuntimeError):
+            self._h5.close()
+        self._h5 = None
+
+
+def _write_error(where: str, e: BaseException) -> DatasetError:
+    # HDF5's first line is a timestamp; the OS error it wraps is the part worth reading
+    m = re.search(r"errno = (\d+), error message = '([^']*)'", str(e))
+    detail = f"[Errno {m[1]}] {m[2]}" if m else (str(e).splitlines() or [type(e).__name__])[0]
+    return DatasetError(f"{where}: cannot write the data set file ({detail}); disk full or file size limit? "
+                        "Any existing file at this path is left unchanged")
+
+
+@contextlib.contextmanager
+def _quiet_unraisable() -> Iterator[None]:
+    """h5py reports write errors of objects it closes during cleanup through sys.unraisablehook, as
+    tracebacks on stderr; for a temp file being deleted after one clear error they only bury it."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook
 
 
 def write_dataset(
