@@ -13,6 +13,7 @@ from simgan.train import SimGANTrainer, TrainConfig, build_networks
 from stages.common import Params, data_path
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+FIELD_KINDS = {f.name: (list, tuple) if isinstance(f.default, tuple) else type(f.default) for f in dataclasses.fields(TrainConfig)}
 
 
 def load_images(task: str, split: str) -> torch.Tensor:
@@ -29,14 +30,33 @@ def train_config(task: str, p: Params, **overrides) -> TrainConfig:
     unknown = sorted(set(section) - TRAIN_FIELDS)
     if unknown:
         raise ParamsError(f"{p.path}: key '{key}.{unknown[0]}': unknown training parameter; expected one of {sorted(TRAIN_FIELDS)}")
+    # Typed reads: a quoted number or "yes please" for a bool must stop here with the key named,
+    # not as a TypeError deep in validation (or, for bools, silently count as true).
+    for name in section:
+        kind = FIELD_KINDS[name]
+        section[name] = p.get(f"{key}.{name}", kind, _pair if name == "betas" else None)
     if "betas" in section:
         section["betas"] = tuple(section["betas"])
     cfg = TrainConfig(**{**section, **overrides})
     try:
         cfg.validate()
     except ValueError as e:
-        raise ParamsError(f"{p.path}: {str(e).replace('train.', key + '.', 1)}") from None
+        raise _params_error(p, task, e) from None
     return cfg
+
+
+def _pair(v) -> str | None:
+    ok = len(v) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in v)
+    return None if ok else "a list of two numbers"
+
+
+def _params_error(p: Params, task: str, e: ValueError) -> ParamsError:
+    """TrainConfig says 'train.<name>: expected ...'; name the params file and the full key."""
+    msg = str(e)
+    if msg.startswith("train."):
+        name, _, rest = msg.partition(": ")
+        return ParamsError(f"{p.path}: key 'gan.{task}.{name}': {rest}")
+    return ParamsError(f"{p.path}: gan.{task}: {msg}")
 
 
 def build_trainer(task: str, p: Params, checkpoint, progress: bool = True, **overrides) -> SimGANTrainer:
@@ -52,6 +72,6 @@ def build_trainer(task: str, p: Params, checkpoint, progress: bool = True, **ove
     try:
         trainer = SimGANTrainer(refiner, disc, synthetic, real, cfg, checkpoint_path=checkpoint, progress=progress)
     except ValueError as e:
-        raise ParamsError(f"{p.path}: gan.{task}: {e}") from None
+        raise _params_error(p, task, e) from None
     trainer.refiner_kwargs = r_kwargs
     return trainer

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from simgan.cli import main as simgan_main
 from simgan.config import ParamsError, one_of, positive
 from stages.common import Params, check_task, data_path, run_stage
@@ -44,6 +46,24 @@ def _run(args: list[str]) -> None:
     rc = simgan_main(args)
     if rc:
         raise ParamsError(f"prepare: `simgan {' '.join(args)}` failed with exit status {rc}")
+
+
+# The params keys naming each importer's inputs; all are checked before the first import runs, so a
+# typo in the third path cannot leave the first split re-imported and the others stale.
+INPUT_KEYS = {
+    "kaggle": ("kaggle.synthetic", "kaggle.real", "kaggle.real_test"),
+    "unityeyes+mpiigaze": ("unityeyes.dir", "mpiigaze.dir"),
+    "nyu": ("nyu.dir",),
+    "folder": ("folder.synthetic.dir", "folder.real.dir", "folder.real_test.dir"),
+}
+
+
+def check_inputs(task: str, source: str, p: Params) -> None:
+    for key in INPUT_KEYS[source]:
+        key = f"data.{task}.{key}"
+        path = p.get(key, str)
+        if not Path(path).exists():
+            raise ParamsError(f"{p.path}: key '{key}': expected an existing path for data.{task}.source '{source}', got {path!r} (not found)")
 
 
 def import_sources(task: str, source: str, p: Params) -> None:
@@ -86,6 +106,7 @@ def main(argv: list[str]) -> None:
     if source == "embedded":
         simulate(task, p)
     else:
+        check_inputs(task, source, p)
         import_sources(task, source, p)
 
 
