@@ -59,3 +59,11 @@ def test_unknown_preset_names_the_choices():
         refiner_preset("face")
     with pytest.raises(ValueError, match="paper"):
         discriminator_preset("gaze", "huge")
+
+
+def test_residual_refiner_with_zero_head_is_the_identity():
+    r = Refiner(channels=4, blocks=1, residual=True, padding_mode="replicate")
+    torch.nn.init.zeros_(r.head.weight)
+    torch.nn.init.zeros_(r.head.bias)
+    x = torch.rand(2, 1, 35, 55) * 1.8 - 0.9
+    assert torch.allclose(r(x), x, atol=1e-5)
