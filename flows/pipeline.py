@@ -1,0 +1,299 @@
+"""The `simgan` Prefect flow: one task per DVC stage, DVC deciding and versioning everything.
+
+The stages and their order come from dvc.yaml through DVC (flows/dvc_graph.py). One
+status query asks DVC which stages changed; the selected stages that changed, and those
+downstream of them, run one at a time as `dvc repro --single-item <stage>` in an order where
+each follows its inputs. They run one at a time because `dvc repro` holds a repo-wide lock: two
+stages at once would fail on it. A lock held by someone else (another `dvc` in the same
+checkout) fails the task and its retries, with exponential back-off, try again.
+
+Every stage is a task run (an up-to-date one finishes at once) whose result holds its output
+hashes from dvc.lock; at the end the flow publishes artifacts: the results table
+(reports/results.md), a table of every metric, the figures' paths, the stage table and the
+metric diff against the previous commit (`simgan compare HEAD~1`).
+
+Params overrides (`params={"refine.batch_size": 128}`) go through `dvc exp run -S`: DVC writes
+them into params.yaml, runs the selected stages and records the run as an experiment
+(`dvc exp show`); then the stages run as one task. Refinement fans out over Dask when the flow
+is given `dask_address` or `dask_workers` (docs/scale.md).
+
+Run without a server or deployment: `python -m flows.pipeline [--targets 'refine@*' ...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import flows  # noqa: F401  (offline settings before Prefect loads)
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from flows.dvc_graph import Graph, load_graph, lock_hashes
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = [sys.executable, "-m", "dvc"]
+REFINE_PREFIX = "refine@"
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    # stage commands are `python -m stages...`: the interpreter running this flow must be first
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def stream(cmd: list[str], cwd: Path, logger) -> float:
+    """Run `cmd`, every output line into `logger` as it comes; raise on a non-zero exit.
+    Returns the seconds it took. The command's process group dies with this one."""
+    logger.info("$ %s", " ".join(cmd))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, start_new_session=True)
+    tail: list[str] = []
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n").rsplit("\r", 1)[-1]  # a progress bar's last state only
+            if line.strip():
+                logger.info(line)
+                tail = (tail + [line])[-20:]
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed with exit status {rc}:\n" + "\n".join(tail[-8:]))
+    return time.perf_counter() - t0
+
+
+def _result(repo: Path, stage: str, status: str, seconds: float = 0.0) -> dict:
+    return {"stage": stage, "status": status, "seconds": round(seconds, 2), "outs": lock_hashes(repo, stage)}
+
+
+@task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
+def run_stage(stage: str, repo: str, run: bool, force: bool = False) -> dict:
+    """`dvc repro --single-item [--force] <stage>` when `run`, else the stage is up to date."""
+    root = Path(repo)
+    if not run:
+        return _result(root, stage, "up to date")
+    logger = get_run_logger()
+    seconds = stream([*DVC, "repro", "--single-item", *(["--force"] if force else []), stage], root, logger)
+    return _result(root, stage, "ran", seconds)
+
+
+@task(name="dvc-commit", task_run_name="commit {stage}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
+def commit_stage(stage: str, repo: str) -> dict:
+    """Record outputs made outside `dvc repro` (the Dask refinement) in dvc.lock and the cache."""
+    seconds = stream([*DVC, "commit", "--force", stage], Path(repo), get_run_logger())
+    return _result(Path(repo), stage, "ran (dask)", seconds)
+
+
+@task(name="dvc-exp-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+def exp_run(stages: list[str], repo: str, params: dict[str, Any], force: bool) -> float:
+    sets = []
+    for key, value in params.items():
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+        sets += ["-S", f"{key}={text}"]
+    cmd = [*DVC, "exp", "run", *sets, "--single-item", *(["--force"] if force else []), *stages]
+    return stream(cmd, Path(repo), get_run_logger())
+
+
+@task(name="refine-shard", task_run_name="{stage}[{start}:{stop}]", cache_policy=NO_CACHE)
+def refine_shard_task(stage: str, src: str, shard_path: str, refiner: str, start: int, stop: int,
+                      threads: int | None, kwargs: dict) -> str:
+    from simgan.distributed import refine_shard
+
+    return refine_shard(src, shard_path, refiner, start, stop, threads=threads, **kwargs)
+
+
+@flow(name="simgan-refine-sharded", flow_run_name="refine {stage} on dask")
+def refine_on_dask(stage: str, repo: str, shards: int | None, threads: int | None) -> int:
+    """The refine stage's output computed shard by shard on the flow's Dask task runner."""
+    from simgan.distributed import combine_shards, shard_dir, shard_jobs
+    from stages.refine_sharded import refine_settings
+
+    s = refine_settings(stage.removeprefix(REFINE_PREFIX), repo)
+    src, dst, refiner = s.pop("src"), s.pop("dst"), s.pop("refiner")
+    with shard_dir(dst) as folder:
+        jobs = shard_jobs(src, dst, shards or 8, folder)
+        futures = [refine_shard_task.submit(stage=stage, refiner=refiner, threads=threads, kwargs=s, **job) for job in jobs]
+        paths = [f.result() for f in futures]
+        n = combine_shards(paths, dst)
+    get_run_logger().info("%s: %d rows in %d shards -> %s", stage, n, len(jobs), dst)
+    return n
+
+
+def _dask_runner(address: str | None, workers: int):
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True,
+                                              host="127.0.0.1", dashboard_address=None))
+
+
+def select(graph: Graph, task: str | None, targets: list[str] | None) -> list[str]:
+    if not task:
+        return graph.select(targets)
+    wanted = graph.with_upstream(f"evaluate@{task}") | {"report"} | (set(graph.select(targets)) if targets else set())
+    return [s for s in graph.order if s in wanted]
+
+
+def _blocked(graph: Graph, stage: str, selected: set[str], blocked: set[str], repo: Path) -> str | None:
+    """Why `stage` cannot run: an unselected upstream stage's output is missing, or an upstream
+    stage was blocked. None when it can run."""
+    for up in sorted(graph.upstream[stage]):
+        if up in blocked:
+            return f"upstream {up} blocked"
+        if up not in selected:
+            missing = [o for o in graph.outs[up] if not (repo / o).exists()]
+            if missing:
+                return f"needs {missing[0]} from {up}, which this run does not include"
+    return None
+
+
+@task(name="publish-artifacts", cache_policy=NO_CACHE)
+def publish(repo: str, figure_paths: list[str], results: list[dict]) -> None:
+    root = Path(repo)
+    create_table_artifact(key="simgan-stages", table=[{**r, "outs": json.dumps(r["outs"])} for r in results],
+                          description="Stage, what the run did with it, seconds, output hashes (dvc.lock)")
+    results_md = root / "reports" / "results.md"
+    if results_md.exists():
+        create_markdown_artifact(key="simgan-results", markdown=results_md.read_text(),
+                                 description="reports/results.md")
+    rows = []
+    for path in sorted((root / "metrics").glob("*.json")):
+        m = json.loads(path.read_text())
+        for row, cells in (m.get("rows") or {}).items():
+            for metric, cell in cells.items():
+                if isinstance(cell, dict) and "mean" in cell:
+                    rows.append({"task": path.stem, "row": row, "metric": metric, "mean": cell["mean"],
+                                 "std": cell.get("std")})
+    if rows:
+        create_table_artifact(key="simgan-metrics", table=rows, description="metrics/*.json: mean and std over seeds")
+    figures = [f for f in figure_paths if (root / f).exists()]
+    if figures:
+        create_markdown_artifact(key="simgan-figures", description="figures written by the pipeline",
+                                 markdown="\n".join(f"- [{f}]({(root / f).as_uri()})" for f in figures))
+
+
+@task(name="compare-previous", cache_policy=NO_CACHE)
+def compare(repo: str, rev: str) -> None:
+    """The metric diff of the workspace against `rev` (`simgan compare`), as a markdown artifact."""
+    root = Path(repo)
+    r = subprocess.run([sys.executable, "-m", "simgan.cli", "compare", rev, "--repo", str(root)], cwd=root,
+                       env=_env(), capture_output=True, text=True, timeout=900)
+    diff = r.stdout if r.returncode in (0, 1) and r.stdout.strip() else (
+        f"`simgan compare {rev}` gave no report (exit {r.returncode}):\n\n```\n{r.stderr.strip()[-2000:]}\n```")
+    create_markdown_artifact(key="simgan-compare", markdown=diff, description=f"metrics and params vs {rev}")
+
+
+@flow(name="simgan", log_prints=True)
+def simgan(
+    task: str | None = None,
+    targets: list[str] | None = None,
+    force: bool = False,
+    params: dict[str, Any] | None = None,
+    repo: str | None = None,
+    dask_address: str | None = None,
+    dask_workers: int = 0,
+    shards: int | None = None,
+    retries: int = 2,
+    retry_delay_s: float = 10.0,
+    compare_rev: str | None = "HEAD~1",
+) -> list[dict]:
+    """Run the DVC pipeline's stages through DVC: those of `task` (gaze | hand: the stages
+    `evaluate@<task>` needs, and `report`), those matching the fnmatch patterns `targets`, or
+    without either, all of them.
+
+    force: rerun the selected stages even if DVC finds them up to date. params: dotted keys to
+    override via `dvc exp run -S`. dask_address / dask_workers: refine on that Dask scheduler, or
+    on a LocalCluster of that many processes; shards: row shards per refine stage (default 8).
+    retries / retry_delay_s: per stage, exponential back-off from retry_delay_s. compare_rev: the
+    revision the metrics are compared with (None: no comparison)."""
+    logger = get_run_logger()
+    root = Path(repo or ROOT).resolve()
+    t0 = time.perf_counter()
+    graph, changed = load_graph(root, status=not params)
+    selected = select(graph, task, targets)
+    stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_s))
+    commit_task = commit_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_s))
+    results: list[dict] = []
+    diff = None
+    if params:
+        seconds = exp_run(selected, str(root), params, force)
+        results = [_result(root, s, "ran (exp run)", seconds) for s in selected]
+    else:
+        stale = graph.stale(selected, changed, force)
+        logger.info("DVC: %d of %d selected stages to run: %s", len(stale), len(selected), ", ".join(
+            s for s in selected if s in stale) or "none")
+        blocked: set[str] = set()
+        chosen = set(selected)
+        # Up-to-date stages run nothing: their task runs go concurrently, only to be recorded.
+        # They finish before any stage runs, so none reads dvc.lock while DVC rewrites it.
+        futures = {s: stage_task.submit(s, str(root), False) for s in selected if s not in stale}
+        if compare_rev and not stale:  # nothing will change the workspace: compare meanwhile
+            diff = compare.submit(str(root), compare_rev)
+        fresh = {s: f.result() for s, f in futures.items()}
+        for stage in selected:
+            if stage in fresh:
+                results.append(fresh[stage])
+                continue
+            why = _blocked(graph, stage, chosen, blocked, root) if stage in stale else None
+            if why:
+                logger.warning("%s: skipped: %s", stage, why)
+                blocked.add(stage)
+                results.append({"stage": stage, "status": f"blocked: {why}", "seconds": 0.0, "outs": {}})
+            elif stage in stale and stage.startswith(REFINE_PREFIX) and (dask_address or dask_workers):
+                runner = _dask_runner(dask_address, dask_workers)
+                refine_on_dask.with_options(task_runner=runner)(stage, str(root), shards,
+                                                                None if dask_address else 1)
+                results.append(commit_task(stage, str(root)))
+            else:
+                results.append(stage_task(stage, str(root), True, force))
+    publish(str(root), [o for s in graph.order for o in graph.outs[s] if o.endswith(".png")], results)
+    if diff is not None:
+        diff.result()
+    elif compare_rev:
+        compare(str(root), compare_rev)
+    ran = sum(r["status"].startswith("ran") for r in results)
+    logger.info("simgan: %d stages ran, %d up to date, %d blocked in %.1f s", ran,
+                sum(r["status"] == "up to date" for r in results), sum(r["status"].startswith("blocked") for r in results),
+                time.perf_counter() - t0)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description="run the simgan flow once, here")
+    ap.add_argument("--task", choices=("gaze", "hand"), default=None, help="one task's stages and report")
+    ap.add_argument("--targets", nargs="*", default=None, help="fnmatch patterns of stage names (default: all)")
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override (dvc exp run -S)")
+    ap.add_argument("--repo", default=None)
+    ap.add_argument("--dask-address", default=None)
+    ap.add_argument("--dask-workers", type=int, default=0)
+    ap.add_argument("--shards", type=int, default=None)
+    ap.add_argument("--retry-delay-s", type=float, default=10.0)
+    args = ap.parse_args(argv)
+    overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    state = simgan(task=args.task, targets=args.targets, force=args.force, params=overrides or None, repo=args.repo,
+                   dask_address=args.dask_address, dask_workers=args.dask_workers, shards=args.shards,
+                   retry_delay_s=args.retry_delay_s, return_state=True)
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

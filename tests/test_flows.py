@@ -1,0 +1,220 @@
+"""The Prefect flow with real components: a real `prefect server` on a free loopback port with a
+temporary PREFECT_HOME, real `dvc`, deployments served by `python -m flows.serve` or picked up by
+a process-pool worker from prefect.yaml, runs started with `prefect deployment run ... --watch`.
+Everything started here is stopped by process group, also when a test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def background(cmd: list[str], cwd: Path, env: dict, log: Path):
+    """A process in its own group, stopped with its children on exit (SIGTERM, then SIGKILL)."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _wait_for(check, timeout: float, what: str, log: Path | None = None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+
+
+def _run(args, cwd, env, timeout=1200, check=True):
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def prefect(tmp_path_factory):
+    """A Prefect server for this module; yields the environment that points clients at it."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    port = _free_port()
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", DVC_NO_ANALYTICS="1", PREFECT_CLI_PROMPT="false",
+               PREFECT_WORKER_QUERY_SECONDS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("PREFECT_PROFILE", None)
+    log = home / "server.log"
+
+    def healthy():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    with background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], home, env, log):
+        _wait_for(healthy, 300, "prefect server", log)
+        yield env
+
+
+def _git_commit(repo: Path, env: dict, message: str):
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-q", "-m", message], repo, env)
+
+
+def _copy_repo(dst: Path, env: dict, tiny: bool) -> Path:
+    """The working tree as a clone has it, committed; with `tiny`, the tiny profile as a second
+    commit (so `simgan compare HEAD~1` has a previous revision)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dst / rel)
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    for d in ("metrics", "plots", "reports"):
+        shutil.rmtree(dst / d, ignore_errors=True)
+    _run(["git", "init", "-q"], dst, env)
+    _git_commit(dst, env, "copy")
+    if tiny:
+        _run([sys.executable, "-m", "simgan.cli", "params", "apply", "profiles/tiny.yaml"], dst, env)
+        _git_commit(dst, env, "tiny profile")
+    return dst
+
+
+def _artifact(env: dict, key: str, cwd: Path) -> list[dict]:
+    r = _run([str(BIN / "prefect"), "artifact", "inspect", key, "--limit", "1", "-o", "json"], cwd, env)
+    return json.loads(r.stdout)
+
+
+def _stage_statuses(env: dict, cwd: Path) -> dict[str, str]:
+    data = _artifact(env, "simgan-stages", cwd)[0]["data"]
+    rows = json.loads(data) if isinstance(data, str) else data
+    return {row["stage"]: row["status"] for row in rows}
+
+
+def _deployment_exists(env, cwd, name):
+    return lambda: subprocess.run([str(BIN / "prefect"), "deployment", "inspect", name], cwd=cwd, env=env,
+                                  capture_output=True).returncode == 0
+
+
+def test_served_full_run_on_tiny_profile_then_nothing_to_do(prefect, tmp_path):
+    env = prefect
+    repo = _copy_repo(tmp_path / "repo", env, tiny=True)
+    with background([sys.executable, "-m", "flows.serve", "--poll", "1"], repo, env, tmp_path / "serve.log"):
+        _wait_for(_deployment_exists(env, repo, "simgan/full"), 300, "served deployments", tmp_path / "serve.log")
+        for name in ("simgan/gaze", "simgan/hand"):
+            assert _deployment_exists(env, repo, name)()
+        # the first run refines on a 2-process Dask LocalCluster through prefect-dask
+        first = _run([str(BIN / "prefect"), "deployment", "run", "simgan/full", "--watch",
+                      "--params", json.dumps({"dask_workers": 2, "shards": 2})], repo, env, timeout=2400, check=False)
+        assert first.returncode == 0, first.stdout[-4000:] + (tmp_path / "serve.log").read_text()[-6000:]
+        statuses = _stage_statuses(env, repo)
+        assert len(statuses) == 30 and all(s.startswith("ran") for s in statuses.values()), statuses
+        assert statuses["refine@gaze"] == statuses["refine@hand"] == "ran (dask)"
+        for task in ("gaze", "hand"):
+            m = json.loads((repo / "metrics" / f"{task}.json").read_text())
+            assert m["profile"] == "tiny" and m["rows"]
+        assert (repo / "reports" / "results.md").stat().st_size > 0
+        # the Dask-refined outputs were committed: DVC finds the whole pipeline up to date
+        status = _run([sys.executable, "-m", "dvc", "status"], repo, env).stdout
+        assert "up to date" in status, status
+        for key in ("simgan-results", "simgan-metrics", "simgan-figures", "simgan-compare"):
+            assert _artifact(env, key, repo), key
+        assert "|" in _artifact(env, "simgan-compare", repo)[0]["data"]
+
+        lock = (repo / "dvc.lock").read_bytes()
+        t0 = time.perf_counter()
+        again = _run([str(BIN / "prefect"), "deployment", "run", "simgan/full", "--watch"], repo, env, timeout=900)
+        flow_s = time.perf_counter() - t0
+        assert set(_stage_statuses(env, repo).values()) == {"up to date"}, again.stdout[-3000:]
+        assert (repo / "dvc.lock").read_bytes() == lock
+    t0 = time.perf_counter()
+    _run([sys.executable, "-m", "dvc", "repro"], repo, env)
+    dvc_s = time.perf_counter() - t0
+    print(f"\nup-to-date run: prefect deployment run --watch {flow_s:.1f} s, dvc repro {dvc_s:.1f} s, "
+          f"added {flow_s - dvc_s:.1f} s (load average {os.getloadavg()[0]:.1f})")
+
+
+TOY_DVC_YAML = """\
+stages:
+  make:
+    cmd: python -c "open('a.txt', 'w').write('a')"
+    outs: [a.txt]
+  flaky:
+    cmd: python flaky.py
+    deps: [a.txt, flaky.py]
+    outs: [b.txt]
+"""
+
+# Fails on its first attempt (a marker outside the repository remembers it), then succeeds.
+TOY_FLAKY = """\
+import os, sys
+attempts = os.environ["TOY_ATTEMPTS"]
+with open(attempts, "a") as f:
+    f.write("attempt\\n")
+if open(attempts).read().count("attempt") == 1:
+    sys.exit("flaky: failing on purpose the first time")
+open("b.txt", "w").write(open("a.txt").read() + "b")
+"""
+
+
+def test_worker_from_prefect_yaml_retries_a_failing_stage(prefect, tmp_path):
+    env = dict(prefect, TOY_ATTEMPTS=str(tmp_path / "attempts.txt"))
+    code = _copy_repo(tmp_path / "code", env, tiny=False)
+    toy = tmp_path / "toy"
+    toy.mkdir()
+    (toy / "dvc.yaml").write_text(TOY_DVC_YAML)
+    (toy / "flaky.py").write_text(TOY_FLAKY)
+    _run(["git", "init", "-q"], toy, env)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], toy, env)
+    _git_commit(toy, env, "toy")
+
+    prefect_cli = str(BIN / "prefect")
+    _run([prefect_cli, "work-pool", "create", "simgan-pool", "--type", "process"], code, env)
+    _run([prefect_cli, "work-pool", "set-concurrency-limit", "simgan-pool", "1"], code, env)
+    _run([prefect_cli, "deploy", "--all"], code, env)
+    params = {"repo": str(toy), "retry_delay_s": 0.5, "compare_rev": None}
+    with background([prefect_cli, "worker", "start", "--pool", "simgan-pool"], code, env, tmp_path / "worker.log"):
+        r = _run([prefect_cli, "deployment", "run", "simgan/full", "--watch", "--params", json.dumps(params)], code, env,
+                 timeout=900, check=False)
+        assert r.returncode == 0, r.stdout[-3000:] + (tmp_path / "worker.log").read_text()[-6000:]
+        assert (tmp_path / "attempts.txt").read_text().count("attempt") == 2  # failed once, retried once
+        assert (toy / "b.txt").read_text() == "ab"
+        assert _stage_statuses(env, code) == {"make": "ran", "flaky": "ran"}
+        r = _run([prefect_cli, "deployment", "run", "simgan/full", "--watch", "--params", json.dumps(params)], code, env,
+                 timeout=900)
+        assert _stage_statuses(env, code) == {"make": "up to date", "flaky": "up to date"}
+    assert (tmp_path / "attempts.txt").read_text().count("attempt") == 2
