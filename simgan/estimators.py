@@ -14,7 +14,6 @@ Public API
 
 from __future__ import annotations
 
-import contextlib
 import math
 import pickle
 import time
@@ -25,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from simgan.device import autocast as _autocast  # one home for the device switches
+from simgan.device import resolve_device as _resolve_device
 from simgan.io import SimganError, atomic_path
 
 TASKS = ("gaze", "hand")
@@ -63,19 +64,6 @@ def images_to_input(images: np.ndarray, task: str, name: str = "images") -> torc
     else:
         raise ValueError(f"{name}: expected uint8 (gaze) or float (in [-1, 1]) array, got dtype {images.dtype}")
     return t.unsqueeze(1)
-
-
-def _autocast(device: torch.device, bf16: bool):
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def _resolve_device(device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available; use 'cpu'")
-    return dev
 
 
 # ----------------------------------------------------------------------------------------------
