@@ -25,14 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import bench_device, counted_flops, interleaved, load, machine, matmul_rate, summary, table, threads, write_result
+from benchmarks.common import bench_device, ceiling_fns, counted_flops, interleaved, load, machine, pop_ceiling, summary, table, threads, write_result
 from simgan.history import HistoryBuffer
 from simgan.losses import discriminator_loss, refiner_loss
 from simgan.nets import Discriminator, Refiner, discriminator_preset, refiner_preset
 from simgan.train import SimGANTrainer, TrainConfig
-
-CEILING_N = 4096
-
 
 def make_images(n: int) -> tuple[np.ndarray, np.ndarray]:
     from simgan.sim.eyes import render_eyes
@@ -130,9 +127,9 @@ def run(batches=(64,), thread_counts=(1, 2), repeats: int = 3, n_images: int = 2
                     naive = NaiveTrainer(r, d, syn_png, real_png, config(batch, device, False), device)
                     # warm-up: fills the history buffer (the steady-state D batch) and lets oneDNN
                     # pick kernels for every shape
-                    times = interleaved({"project": project.train_step, "naive": naive.train_step, "ceiling_bf16": matmul_rate(torch.bfloat16, CEILING_N, device)},
+                    times = interleaved({"project": project.train_step, "naive": naive.train_step, **ceiling_fns(device)},
                                         repeats_large if batch > 128 else repeats)
-                ceiling = summary(times.pop("ceiling_bf16"), 2 * CEILING_N**3)["per_s"] / 1e9
+                ceiling = pop_ceiling(times)["gflops"]
                 got = {}
                 for name, t in times.items():
                     s = summary(t, batch)

@@ -146,6 +146,25 @@ def matmul_rate(dtype: torch.dtype, n: int, device: torch.device) -> Callable[[]
     return run
 
 
+CEILING_SIZES = (1024, 2048, 4096)
+
+
+def ceiling_fns(device: torch.device, dtype: torch.dtype = torch.bfloat16, sizes=CEILING_SIZES) -> dict[str, Callable[[], None]]:
+    """Square matmuls of several sizes, to be timed interleaved with a benchmark's own paths."""
+    return {f"ceiling_{str(dtype).replace('torch.', '')}_{n}": matmul_rate(dtype, n, device) for n in sizes}
+
+
+def pop_ceiling(times: dict[str, list[float]]) -> dict:
+    """Remove the ceiling_* entries from `times`; the ceiling is the best size's median GFLOP/s.
+    (Which size wins depends on the load: a 4096 matmul streams 100 MB through the shared L3
+    and suffers most when other processes use it too.)"""
+    per_size = {}
+    for key in [k for k in times if k.startswith("ceiling_")]:
+        n = int(key.rsplit("_", 1)[1])
+        per_size[n] = summary(times.pop(key), 2 * n**3)["per_s"] / 1e9
+    return {"gflops": max(per_size.values()), "by_size": per_size}
+
+
 def load() -> list[float]:
     return list(os.getloadavg())
 
