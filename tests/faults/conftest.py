@@ -27,12 +27,16 @@ TIMEOUT = 600
 
 # On top of profiles/tiny.yaml. Adversarial training long enough (a few seconds) to be killed
 # between two checkpoints; a synthetic set large enough that refinement at batch 1 takes seconds.
+# The sizes the tests' expected messages quote are pinned here, not taken from tiny.yaml.
 FAULT_PROFILE = {
-    "data": {"gaze": {"synthetic_n": 1024}},
-    "gan": {"gaze": {"train": {"steps": 80, "checkpoint_every": 10, "log_every": 10, "sample_every": 0}}},
+    "data": {"gaze": {"synthetic_n": 1024, "real_n": 256}},
+    "gan": {"gaze": {"train": {"pretrain_refiner_steps": 4, "pretrain_discriminator_steps": 2, "steps": 80,
+                               "batch_size": 8, "history_size": 32, "checkpoint_every": 10, "log_every": 10,
+                               "sample_every": 0}}},
 }
-PRETRAIN_STEPS = 4 + 2  # tiny.yaml: pretrain_refiner_steps + pretrain_discriminator_steps
-ADVERSARIAL_STEPS = FAULT_PROFILE["gan"]["gaze"]["train"]["steps"]
+_TRAIN = FAULT_PROFILE["gan"]["gaze"]["train"]
+PRETRAIN_STEPS = _TRAIN["pretrain_refiner_steps"] + _TRAIN["pretrain_discriminator_steps"]
+ADVERSARIAL_STEPS = _TRAIN["steps"]
 
 
 def env() -> dict:
