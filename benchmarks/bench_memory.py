@@ -131,7 +131,7 @@ def run(ns=(10_000, 100_000, 1_000_000), history: int = 131_072, paper_n: int = 
     print(f"refinement peak RSS {'under' if report['refine_under_bar'] else 'OVER'} 1.5 GiB, growth from N={ns[0]} to N={ns[-1]}: "
           f"{report['refine_growth_bytes'] / (1 << 20):.0f} MiB ({'flat' if report['refine_flat'] else 'GROWS'})")
     print(f"load average {load_before[0]:.2f} -> {report['load_after'][0]:.2f}")
-    write_result("memory", report)
+    write_result(f"memory_{ns[-1]}", report)
     return report
 
 

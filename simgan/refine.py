@@ -68,7 +68,8 @@ def _compile_context(compile: bool):
     import torch._inductor.config as inductor_config
 
     # Freezing treats the (inference-only) weights as constants, so inductor prepacks them once
-    # for oneDNN's bf16 convolutions and fuses bias, ReLU and the residual add into them.
+    # for oneDNN's bf16 convolutions and fuses bias, ReLU and the residual add into them; compiled
+    # without it the refiner ran no faster than eager here (docs/performance.md).
     return inductor_config.patch(freezing=True)
 
 
