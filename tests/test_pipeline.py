@@ -104,3 +104,16 @@ def test_downstream_param_change_reruns_only_dependents(tiny_run):
     ran = _ran_stages(out)
     assert ran and all(s.startswith(("estimator@gaze-", "evaluate@gaze", "report")) for s in ran), ran
     assert not any(s.startswith(("prepare", "pretrain", "adversarial", "refine", "estimator@hand")) for s in ran)
+
+
+def test_ablation_as_dvc_experiment_is_compared_like_a_commit(tiny_run):
+    """Issue 7: `dvc exp run -S` runs an ablation on top of the committed run and `simgan compare`
+    reads the experiment by name."""
+    repo, _ = tiny_run
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "tiny run"], repo)
+    exp = _run([sys.executable, "-m", "dvc", "exp", "run", "-n", "no-history", "-S", "gan.gaze.train.history_size=0"], repo)
+    ran = _ran_stages(exp.stdout)
+    assert "adversarial@gaze" in ran and not any(s.startswith(("prepare", "adversarial@hand")) for s in ran), ran
+    out = _run([sys.executable, "-m", "simgan.cli", "compare", "HEAD", "no-history", "--repo", str(repo)], repo).stdout
+    assert "gan.gaze.train.history_size" in out and "## Results at no-history" in out
