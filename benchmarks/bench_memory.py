@@ -78,13 +78,16 @@ def child_history(capacity: int, batch: int, steps: int) -> dict:
     data = torch.randint(0, 256, (4096, 1, 35, 55), dtype=torch.uint8)
     cfg = TrainConfig(steps=10**6, pretrain_refiner_steps=0, pretrain_discriminator_steps=0, batch_size=batch, history_size=capacity, bf16=True, channels_last=True)
     t = SimGANTrainer(Refiner(**refiner_preset("gaze", "cpu")), Discriminator(**discriminator_preset("gaze", "cpu")), data, data, cfg, progress=False)
+    stages = {"constructed": peak_rss_bytes()}
     g = torch.Generator().manual_seed(0)
     for s in range(0, capacity, 8192):
         t.buffer.add(torch.rand((min(8192, capacity - s), 1, 35, 55)) * 2 - 1, g)
+    stages["buffer_filled"] = peak_rss_bytes()
     for _ in range(steps):
         t.train_step()
+    stages["after_steps"] = peak_rss_bytes()
     return {"kind": "train_history", "history_size": capacity, "buffer_bytes": t.buffer.images.numel() * t.buffer.images.element_size(),
-            "batch": batch, "steps": steps, "buffer_full": t.buffer.full, "peak_rss_bytes": peak_rss_bytes()}
+            "batch": batch, "steps": steps, "buffer_full": t.buffer.full, "peak_rss_by_stage_bytes": stages, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def child_floor() -> dict:
