@@ -7,8 +7,8 @@ each follows its inputs. They run one at a time because `dvc repro` holds a repo
 stages at once would fail on it. A lock held by someone else (another `dvc` in the same
 checkout) fails the task and its retries, with exponential back-off, try again.
 
-Every stage is a task run (an up-to-date one finishes at once) whose result holds its output
-hashes from dvc.lock; at the end the flow publishes artifacts: the results table
+Every stage that runs is a task run, named like the stage, whose result holds its output hashes
+from dvc.lock (one task, `dvc-up-to-date`, records the stages DVC found up to date); at the end the flow publishes artifacts: the results table
 (reports/results.md), a table of every metric, the figures' paths, the stage table and the
 metric diff against the previous commit (`simgan compare HEAD~1`).
 
@@ -39,7 +39,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from flows.dvc_graph import Graph, load_graph, lock_hashes
+from flows.dvc_graph import Graph, load_graph, lock_outs
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
@@ -78,26 +78,31 @@ def stream(cmd: list[str], cwd: Path, logger) -> float:
     return time.perf_counter() - t0
 
 
-def _result(repo: Path, stage: str, status: str, seconds: float = 0.0) -> dict:
-    return {"stage": stage, "status": status, "seconds": round(seconds, 2), "outs": lock_hashes(repo, stage)}
+def _results(repo: Path, stages: list[str], status: str, seconds: float = 0.0) -> list[dict]:
+    outs = lock_outs(repo)
+    return [{"stage": s, "status": status, "seconds": round(seconds, 2), "outs": outs.get(s, {})} for s in stages]
 
 
 @task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
-def run_stage(stage: str, repo: str, run: bool, force: bool = False) -> dict:
-    """`dvc repro --single-item [--force] <stage>` when `run`, else the stage is up to date."""
+def run_stage(stage: str, repo: str, force: bool = False) -> dict:
+    """`dvc repro --single-item [--force] <stage>`."""
     root = Path(repo)
-    if not run:
-        return _result(root, stage, "up to date")
     logger = get_run_logger()
     seconds = stream([*DVC, "repro", "--single-item", *(["--force"] if force else []), stage], root, logger)
-    return _result(root, stage, "ran", seconds)
+    return _results(root, [stage], "ran", seconds)[0]
+
+
+@task(name="dvc-up-to-date", cache_policy=NO_CACHE)
+def up_to_date(repo: str, stages: list[str]) -> list[dict]:
+    """The stages DVC found up to date, with their output hashes from dvc.lock."""
+    return _results(Path(repo), stages, "up to date")
 
 
 @task(name="dvc-commit", task_run_name="commit {stage}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
 def commit_stage(stage: str, repo: str) -> dict:
     """Record outputs made outside `dvc repro` (the Dask refinement) in dvc.lock and the cache."""
     seconds = stream([*DVC, "commit", "--force", stage], Path(repo), get_run_logger())
-    return _result(Path(repo), stage, "ran (dask)", seconds)
+    return _results(Path(repo), [stage], "ran (dask)", seconds)[0]
 
 
 @task(name="dvc-exp-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
@@ -191,14 +196,14 @@ def publish(repo: str, figure_paths: list[str], results: list[dict]) -> None:
 
 
 @task(name="compare-previous", cache_policy=NO_CACHE)
-def compare(repo: str, rev: str) -> None:
-    """The metric diff of the workspace against `rev` (`simgan compare`), as a markdown artifact."""
+def compare(repo: str, rev: str) -> str:
+    """The metric diff of the workspace against `rev` (`simgan compare`), as markdown."""
     root = Path(repo)
     r = subprocess.run([sys.executable, "-m", "simgan.cli", "compare", rev, "--repo", str(root)], cwd=root,
                        env=_env(), capture_output=True, text=True, timeout=900)
-    diff = r.stdout if r.returncode in (0, 1) and r.stdout.strip() else (
-        f"`simgan compare {rev}` gave no report (exit {r.returncode}):\n\n```\n{r.stderr.strip()[-2000:]}\n```")
-    create_markdown_artifact(key="simgan-compare", markdown=diff, description=f"metrics and params vs {rev}")
+    if r.returncode in (0, 1) and r.stdout.strip():
+        return r.stdout
+    return f"`simgan compare {rev}` gave no report (exit {r.returncode}):\n\n```\n{r.stderr.strip()[-2000:]}\n```"
 
 
 @flow(name="simgan", log_prints=True)
@@ -227,27 +232,26 @@ def simgan(
     logger = get_run_logger()
     root = Path(repo or ROOT).resolve()
     t0 = time.perf_counter()
+    # Started before DVC's status is known and kept only if no stage runs: on an up-to-date
+    # workspace the comparison then costs no extra time.
+    early = compare.submit(str(root), compare_rev) if compare_rev and not params else None
     graph, changed = load_graph(root, status=not params)
     selected = select(graph, task, targets)
     stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_s))
     commit_task = commit_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_s))
     results: list[dict] = []
-    diff = None
     if params:
         seconds = exp_run(selected, str(root), params, force)
-        results = [_result(root, s, "ran (exp run)", seconds) for s in selected]
+        results = _results(root, selected, "ran (exp run)", seconds)
     else:
         stale = graph.stale(selected, changed, force)
         logger.info("DVC: %d of %d selected stages to run: %s", len(stale), len(selected), ", ".join(
             s for s in selected if s in stale) or "none")
         blocked: set[str] = set()
         chosen = set(selected)
-        # Up-to-date stages run nothing: their task runs go concurrently, only to be recorded.
-        # They finish before any stage runs, so none reads dvc.lock while DVC rewrites it.
-        futures = {s: stage_task.submit(s, str(root), False) for s in selected if s not in stale}
-        if compare_rev and not stale:  # nothing will change the workspace: compare meanwhile
-            diff = compare.submit(str(root), compare_rev)
-        fresh = {s: f.result() for s, f in futures.items()}
+        # Up-to-date stages run nothing: one task records them all (a task run per stage cost
+        # ~0.3 s each under load), before any stage runs, so dvc.lock is read while no DVC writes it.
+        fresh = {r["stage"]: r for r in up_to_date(str(root), [s for s in selected if s not in stale])}
         for stage in selected:
             if stage in fresh:
                 results.append(fresh[stage])
@@ -263,12 +267,12 @@ def simgan(
                                                                 None if dask_address else 1)
                 results.append(commit_task(stage, str(root)))
             else:
-                results.append(stage_task(stage, str(root), True, force))
+                results.append(stage_task(stage, str(root), force))
     publish(str(root), [o for s in graph.order for o in graph.outs[s] if o.endswith(".png")], results)
-    if diff is not None:
-        diff.result()
-    elif compare_rev:
-        compare(str(root), compare_rev)
+    if compare_rev:
+        workspace_changed = any(not r["status"].startswith(("up to date", "blocked")) for r in results)
+        diff = compare(str(root), compare_rev) if workspace_changed or early is None else early.result()
+        create_markdown_artifact(key="simgan-compare", markdown=diff, description=f"metrics and params vs {compare_rev}")
     ran = sum(r["status"].startswith("ran") for r in results)
     logger.info("simgan: %d stages ran, %d up to date, %d blocked in %.1f s", ran,
                 sum(r["status"] == "up to date" for r in results), sum(r["status"].startswith("blocked") for r in results),
