@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# Stage commands in dvc.yaml run `python -m stages...`: put the venv's python first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
 # Offline by default: no analytics calls from DVC or Prefect.
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
