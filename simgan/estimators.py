@@ -1,4 +1,6 @@
-"""Downstream estimators that score S+U learning: the gaze CNN and the stacked-hourglass hand net.
+"""Downstream estimators that score S+U learning: the gaze CNN, the stacked-hourglass hand net and,
+for a task of the user's own images ("generic"), the gaze CNN's backbone regressing every numeric
+label column.
 
 The paper's claim is about these networks (a gaze CNN trained on refined images beats one trained
 on synthetic ones), so they are trained many times per experiment (sources x sizes x seeds); the
@@ -6,7 +8,9 @@ training loop keeps the data in memory as tensors and offers bf16 autocast + cha
 roughly halve CPU step time. Everything random comes from `seed`, so a variant is reproducible.
 
 Public API
-- GazeNet, HandNet: the networks (``forward`` for training, ``features`` for k-NN baselines).
+- GazeNet, HandNet, RegressionNet: the networks (``forward`` for training, ``features`` for k-NN
+  baselines).
+- label_matrix: a generic file's label columns -> one (N, K) target matrix and its column names.
 - train_estimator, predict, features: work on arrays in the stored data format.
 - save_estimator, load_estimator: plain-dict checkpoints, loaded with ``weights_only=True``.
 - heatmap_to_uv, gaussian_heatmaps: conversions between joints and heatmaps.
@@ -28,7 +32,7 @@ from simgan.device import autocast as _autocast  # one home for the device switc
 from simgan.device import resolve_device as _resolve_device
 from simgan.io import SimganError, atomic_path
 
-TASKS = ("gaze", "hand")
+TASKS = ("gaze", "hand", "generic")
 CHECKPOINT_VERSION = 1
 
 
@@ -42,16 +46,19 @@ def _check_task(task: str) -> None:
 
 
 def images_to_input(images: np.ndarray, task: str, name: str = "images") -> torch.Tensor:
-    """Stored-format array -> float32 N x 1 x H x W tensor in [-1, 1].
+    """Stored-format array -> float32 N x C x H x W tensor in [-1, 1].
 
     Gaze: (N,H,W) uint8 -> x/127.5 - 1 (a float array is taken as already in [-1, 1], so refined
-    images kept as floats need no lossy round trip). Hand: (N,S,S) float depth in [-1, 1]."""
+    images kept as floats need no lossy round trip). Hand: (N,S,S) float depth in [-1, 1].
+    Generic: like gaze, and colour (N,H,W,C) has its channels moved first."""
     _check_task(task)
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu().numpy()
     images = np.asarray(images)
-    if images.ndim != 3 or images.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty (N, H, W) array for task {task!r}, got shape {images.shape}")
+    ndims = (3, 4) if task == "generic" else (3,)
+    if images.ndim not in ndims or images.shape[0] == 0:
+        shape = "(N, H, W) or (N, H, W, C)" if task == "generic" else "(N, H, W)"
+        raise ValueError(f"{name}: expected a non-empty {shape} array for task {task!r}, got shape {images.shape}")
     if images.dtype == np.uint8:
         if task == "hand":
             raise ValueError(f"{name}: hand depth must be float in [-1, 1], got uint8")
@@ -63,7 +70,7 @@ def images_to_input(images: np.ndarray, task: str, name: str = "images") -> torc
         t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     else:
         raise ValueError(f"{name}: expected uint8 (gaze) or float (in [-1, 1]) array, got dtype {images.dtype}")
-    return t.unsqueeze(1)
+    return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,7 +83,11 @@ class GazeNet(nn.Module):
 
     Convolutions are unpadded: that is what makes the paper's "FC 9600" come out exactly
     (192 x 5 x 10 for a 35 x 55 input). Channel counts scale with `width` (CPU default 0.5).
-    The output is an unnormalized 3-D vector trained with L2 against the unit label."""
+    The output is an unnormalized 3-D vector trained with L2 against the unit label.
+
+    `outputs` and `pool` exist for RegressionNet: the head's size, and an optional adaptive average
+    pool to (h, w) before the FC layer, which keeps the FC small on large images (unpadded convs
+    leave about H/4 x W/4 cells: 96 x 150 for a 400 x 600 photo)."""
 
     task = "gaze"
 
@@ -87,6 +98,8 @@ class GazeNet(nn.Module):
         in_hw: Sequence[int] = (35, 55),
         fc: int = 1000,
         batchnorm: bool = False,
+        outputs: int = 3,
+        pool: Sequence[int] | None = None,
     ):
         super().__init__()
         if not (width > 0):
@@ -95,11 +108,17 @@ class GazeNet(nn.Module):
             raise ValueError(f"in_channels: expected >= 1, got {in_channels}")
         if int(fc) < 1:
             raise ValueError(f"fc: expected >= 1, got {fc}")
+        if int(outputs) < 1:
+            raise ValueError(f"outputs: expected >= 1, got {outputs}")
         in_hw = tuple(int(v) for v in in_hw)
         if len(in_hw) != 2 or min(in_hw) < 15:
             raise ValueError(f"in_hw: expected (H, W) with both >= 15 (valid convs + pools), got {in_hw}")
+        if pool is not None:
+            pool = [int(v) for v in pool]
+            if len(pool) != 2 or min(pool) < 1:
+                raise ValueError(f"pool: expected null or (h, w) with both >= 1, got {pool}")
         self.net_kwargs = dict(width=float(width), in_channels=int(in_channels), in_hw=list(in_hw),
-                               fc=int(fc), batchnorm=bool(batchnorm))
+                               fc=int(fc), batchnorm=bool(batchnorm), outputs=int(outputs), pool=pool)
         ch = [max(1, round(c * width)) for c in (32, 32, 64, 80, 192)]
 
         def conv(cin, cout):
@@ -114,18 +133,35 @@ class GazeNet(nn.Module):
             nn.MaxPool2d(3, 2),
             *conv(ch[2], ch[3]), *conv(ch[3], ch[4]),
             nn.MaxPool2d(2, 2),
+            # parameter-free and last, so the conv layers' state_dict keys are the same either way
+            *([nn.AdaptiveAvgPool2d(tuple(pool))] if pool is not None else []),
         )
         with torch.no_grad():
             flat = self.conv(torch.zeros(1, in_channels, *in_hw)).numel()
         self.flat_features = flat
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat, fc), nn.ReLU(inplace=True))
-        self.head = nn.Linear(fc, 3)
+        self.head = nn.Linear(fc, int(outputs))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class RegressionNet(GazeNet):
+    """Task "generic": GazeNet's backbone with `outputs` = the number of label columns (grayscale or
+    colour, any H x W >= 15; `in_channels`, `in_hw` and `outputs` default to the training data's).
+
+    It is trained on targets standardized with the training set's mean and std (columns in metres
+    and in degrees then weigh alike in the loss); `targets` = {"columns", "mean", "std"} is set by
+    train_estimator, saved in the checkpoint's meta, and `predict` maps outputs back to label units."""
+
+    task = "generic"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.targets: dict | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,7 +281,7 @@ class HandNet(nn.Module):
         return F.adaptive_avg_pool2d(self._run(x)[1], 4).flatten(1)
 
 
-NETS: dict[str, type[nn.Module]] = {"gaze": GazeNet, "hand": HandNet}
+NETS: dict[str, type[nn.Module]] = {"gaze": GazeNet, "hand": HandNet, "generic": RegressionNet}
 
 
 def build_estimator(task: str, net_kwargs: dict | None = None) -> nn.Module:
@@ -368,6 +404,10 @@ def _prepare(task: str, images, labels=None, in_size: int | None = None):
             if labels.shape[1:] != (3,):
                 raise ValueError(f"labels: expected gaze (N, 3) unit vectors, got shape {labels.shape}")
             y = torch.from_numpy(labels)
+        elif task == "generic":
+            if labels.ndim != 2 or labels.shape[1] < 1:
+                raise ValueError(f"labels: expected generic (N, K) label columns (label_matrix), got shape {labels.shape}")
+            y = torch.from_numpy(np.ascontiguousarray(labels))
         else:
             if labels.ndim != 3 or labels.shape[2] not in (2, 3):
                 raise ValueError(f"labels: expected hand joints (N, J, 3) or (N, J, 2), got shape {labels.shape}")
@@ -386,7 +426,46 @@ def _prepare(task: str, images, labels=None, in_size: int | None = None):
 def _check_gaze_hw(model: nn.Module, x: torch.Tensor) -> None:
     want = tuple(model.net_kwargs["in_hw"])
     if tuple(x.shape[-2:]) != want:
-        raise ValueError(f"images: the gaze net expects H x W = {want[0]} x {want[1]}, got {tuple(x.shape[-2:])}")
+        raise ValueError(f"images: the {model.task} net expects H x W = {want[0]} x {want[1]}, got {tuple(x.shape[-2:])}")
+    if x.shape[1] != model.net_kwargs["in_channels"]:
+        raise ValueError(f"images: the {model.task} net expects {model.net_kwargs['in_channels']} channel(s), got {x.shape[1]}")
+
+
+def label_matrix(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """A generic file's label columns ({name: (N,) or (N, k) array}, e.g. from
+    Dataset.label_columns()) -> ((N, K) float64 targets, K column names), columns in sorted name
+    order, an (N, k) column giving name_0 .. name_{k-1} (the names `simgan export` uses)."""
+    if not columns:
+        raise ValueError("labels: expected at least one numeric label column (labels/<name>), got none")
+    blocks, names = [], []
+    for name in sorted(columns):
+        a = np.asarray(columns[name])
+        if a.ndim not in (1, 2) or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise ValueError(f"labels/{name}: expected a numeric (N,) or (N, k) column, got {a.dtype} {a.shape}")
+        a = a.reshape(len(a), -1).astype(np.float64)
+        blocks.append(a)
+        names += [name] if np.ndim(columns[name]) == 1 else [f"{name}_{i}" for i in range(a.shape[1])]
+    if len({len(b) for b in blocks}) != 1:
+        raise ValueError(f"labels: expected label columns of one length, got {[len(b) for b in blocks]}")
+    return np.concatenate(blocks, axis=1), names
+
+
+def _standardizer(labels: np.ndarray, columns: Sequence[str] | None) -> dict:
+    """Training-set mean and std per column; a constant column keeps std 1 (its target is 0)."""
+    y = np.asarray(labels, dtype=np.float64)
+    std = y.std(axis=0)
+    columns = list(columns) if columns is not None else [f"label_{i}" for i in range(y.shape[1])]
+    if len(columns) != y.shape[1]:
+        raise ValueError(f"columns: expected {y.shape[1]} names (one per label column), got {len(columns)}")
+    return {"columns": columns, "mean": y.mean(axis=0).tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
+
+
+def _generic_shape(images, labels) -> dict:
+    """RegressionNet's input and output sizes as the training data has them."""
+    shape, lab = np.shape(images), np.shape(labels)
+    if len(shape) not in (3, 4) or len(lab) != 2:
+        raise ValueError(f"images/labels: expected generic (N, H, W[, C]) images and (N, K) labels, got {shape} and {lab}")
+    return {"in_channels": shape[3] if len(shape) == 4 else 1, "in_hw": list(shape[1:3]), "outputs": lab[1]}
 
 
 def _init_model(task: str, net_kwargs: dict | None, seed: int) -> nn.Module:
@@ -398,11 +477,13 @@ def _init_model(task: str, net_kwargs: dict | None, seed: int) -> nn.Module:
 
 
 def estimator_loss(task: str, model: nn.Module, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gaze: squared L2 per sample, batch mean. Hand: heatmap MSE (mean over pixels and joints)
-    summed over stacks (intermediate supervision)."""
+    """Gaze: squared L2 per sample, batch mean. Generic: MSE over standardized columns. Hand:
+    heatmap MSE (mean over pixels and joints) summed over stacks (intermediate supervision)."""
     out = out.float()
     if task == "gaze":
         return (out - y).pow(2).sum(1).mean()
+    if task == "generic":
+        return (out - y).pow(2).mean()
     target = gaussian_heatmaps(rescale_uv(y, model.in_size, model.heatmap_size), model.heatmap_size, model.sigma)
     return (out - target.unsqueeze(1)).pow(2).mean(dim=(0, 2, 3, 4)).sum()
 
@@ -424,11 +505,13 @@ def train_estimator(
     channels_last: bool = False,
     progress: bool = False,
     log_every: int = 0,
+    columns: Sequence[str] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Train a fresh estimator with Adam; returns (model in eval mode on `device`, history).
 
     images/labels are in the stored format (gaze: (N,35,55) uint8 + (N,3) gaze; hand: (N,S,S)
-    depth + (N,14,3) joints). `augment` (e.g. simgan.augment.photometric_augment) runs on each
+    depth + (N,14,3) joints; generic: (N,H,W) or (N,H,W,C) uint8 + (N,K) targets from label_matrix,
+    whose names `columns` are kept in the model's `targets`). `augment` (e.g. simgan.augment.photometric_augment) runs on each
     batch of model-input tensors; for hands every batch is also rotated by +-`rotation_deg`
     (image and joints together). Same seed -> identical weights on CPU. history holds
     {"step", "loss", "seconds"} every `log_every` steps (loss averaged since the previous entry)
@@ -444,10 +527,18 @@ def train_estimator(
     if log_every < 0:
         raise ValueError(f"log_every: expected >= 0, got {log_every}")
     dev = _resolve_device(device)
+    if task == "generic":
+        net_kwargs = {**_generic_shape(images, labels), **(net_kwargs or {})}
     model = _init_model(task, net_kwargs, int(seed))
     in_size = model.in_size if task == "hand" else None
     x_all, y_all, _ = _prepare(task, images, labels, in_size)
-    if task == "gaze":
+    if task == "generic":
+        model.targets = _standardizer(labels, columns)
+        if y_all.shape[1] != model.net_kwargs["outputs"]:
+            raise ValueError(f"labels: expected {model.net_kwargs['outputs']} columns (net_kwargs outputs), got {y_all.shape[1]}")
+        mean, std = (torch.tensor(model.targets[k], dtype=torch.float64) for k in ("mean", "std"))
+        y_all = ((y_all.double() - mean) / std).float()
+    if task in ("gaze", "generic"):
         _check_gaze_hw(model, x_all)
     elif y_all.shape[1] != model.joints:
         raise ValueError(f"labels: expected {model.joints} joints (net_kwargs joints), got {y_all.shape[1]}")
@@ -492,7 +583,7 @@ def train_estimator(
 
 def _check_model(model: nn.Module, task: str) -> None:
     _check_task(task)
-    if not isinstance(model, NETS[task]):
+    if not isinstance(model, NETS[task]) or model.task != task:
         raise ValueError(f"model: expected a {NETS[task].__name__} for task {task!r}, got {type(model).__name__}")
 
 
@@ -502,7 +593,7 @@ def _batched(model, task, images, batch_size, device, bf16, fn):
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     dev = _resolve_device(device)
     x, _, size = _prepare(task, images, None, model.in_size if task == "hand" else None)
-    if task == "gaze":
+    if task in ("gaze", "generic"):
         _check_gaze_hw(model, x)
     was_training = model.training
     model.to(dev).eval()
@@ -519,10 +610,15 @@ def _batched(model, task, images, batch_size, device, bf16, fn):
 def predict(model: nn.Module, task: str, images: np.ndarray, batch_size: int = 512, device="cpu",
             bf16: bool = False, method: str = "argmax") -> np.ndarray:
     """Gaze: (N, 3) unit vectors. Hand: (N, J, 2) (u, v) in pixels of the stored image, from the
-    last stack's heatmaps (`method` "argmax" with sub-pixel refinement, or "soft")."""
+    last stack's heatmaps (`method` "argmax" with sub-pixel refinement, or "soft"). Generic:
+    (N, K) float64 in label units (model.targets["columns"] order)."""
+    if task == "generic" and getattr(model, "targets", None) is None:
+        raise ValueError("model: a generic estimator needs its targets (mean, std); train it or load it with load_estimator")
     out, size = _batched(model, task, images, batch_size, device, bf16, model)
     if task == "gaze":
         return F.normalize(out, dim=1, eps=1e-12).numpy()
+    if task == "generic":
+        return out.double().numpy() * np.asarray(model.targets["std"]) + np.asarray(model.targets["mean"])
     uv = heatmap_to_uv(out[:, -1], method)
     return rescale_uv(uv, model.heatmap_size, size).numpy().astype(np.float32)
 
@@ -542,9 +638,13 @@ def save_estimator(path, model: nn.Module, meta: dict | None = None) -> None:
     """Atomic torch.save of {"model": state_dict, "task", "net_kwargs", "meta", "version"}.
 
     `meta` must hold plain values (str/int/float/bool/None, lists, dicts) so the file loads with
-    weights_only=True."""
+    weights_only=True. A generic model's `targets` go into meta["targets"]."""
     task = getattr(model, "task", None)
     _check_task(task)
+    if task == "generic":
+        if model.targets is None:
+            raise ValueError("model: a generic estimator has no targets (mean, std) to save; train it with train_estimator")
+        meta = {**(meta or {}), "targets": model.targets}
     ckpt = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "task": task,
@@ -574,4 +674,13 @@ def load_estimator(path, device="cpu") -> tuple[nn.Module, dict]:
         model.load_state_dict(ckpt["model"])
     except (ValueError, RuntimeError) as e:
         raise SimganError(f"{path}: weights do not match the {ckpt['task']} network: {e}") from None
+    if ckpt["task"] == "generic":
+        model.targets = _load_targets(path, (ckpt.get("meta") or {}).get("targets"), model.net_kwargs["outputs"])
     return model.to(_resolve_device(device)).eval(), dict(ckpt.get("meta") or {})
+
+
+def _load_targets(path, targets, k: int) -> dict:
+    ok = isinstance(targets, dict) and all(isinstance(targets.get(n), list) and len(targets[n]) == k for n in ("columns", "mean", "std"))
+    if not ok:
+        raise SimganError(f"{path}: meta 'targets': expected {{columns, mean, std}} lists of {k} (one per output), got {targets!r}")
+    return {n: list(targets[n]) for n in ("columns", "mean", "std")}

@@ -30,16 +30,25 @@ def _save(fig, path) -> None:
     plt.close(fig)
 
 
+# Axis labels by the curve's threshold column (stages/evaluate.py names it after the unit).
+CURVE_AXES = {
+    "threshold_deg": ("angular error (degrees)", "% of test images within"),
+    "threshold_px": ("distance threshold d (pixels)", "% of joints within d"),
+    "threshold_std": ("mean |error| over label columns (test-set stds)", "% of test images within"),
+}
+
+
 def curves_figure(path, task: str, curves: pd.DataFrame, x: str) -> None:
-    """Cumulative error curve (gaze) or PCK curve (hand), one line per row."""
+    """Cumulative error curve (gaze, user tasks) or PCK curve (hand), one line per row."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for col in curves.columns:
         if col == x:
             continue
         colour, line = _style(col)
         ax.plot(curves[x], curves[col], line, color=colour, label=col, alpha=0.6 if re.search(r"_1x$", col) else 1.0)
-    ax.set_xlabel("angular error (degrees)" if task == "gaze" else "distance threshold d (pixels)")
-    ax.set_ylabel("% of test images within" if task == "gaze" else "% of joints within d")
+    xlabel, ylabel = CURVE_AXES.get(x, (x, "% within"))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(f"{task}: real test set")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
@@ -59,7 +68,8 @@ def size_figure(path, task: str, rows: dict, metric: str) -> None:
         if base in rows:
             ax.axhline(rows[base][metric]["mean"], color="tab:gray", ls=":" if base == "constant" else "-.", label=base)
     ax.set_xlabel("training-set size (multiples of 1x)")
-    ax.set_ylabel({"mean_error_deg": "mean angular error (deg)", "pck5_pct": "% joints within 5 px"}.get(metric, metric))
+    ax.set_ylabel({"mean_error_deg": "mean angular error (deg)", "pck5_pct": "% joints within 5 px",
+                   "mae": "mean |error| (test-set stds)"}.get(metric, metric))
     ax.set_title(f"{task}: accuracy vs training-set size")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -75,6 +75,30 @@ def gaze_summary(errors) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------
+# User tasks (regression over label columns)
+
+
+def regression_summary(pred, true, scale, columns: Sequence[str]) -> tuple[dict[str, float], np.ndarray]:
+    """User-task (N, K) predictions -> ({"mae", "rmse": over all columns, in units of `scale` (one
+    positive number per column, the test set's std, so columns in different units add up);
+    "mae_<col>", "rmse_<col>": in label units}, per-image mean standardized |error|)."""
+    p, t, sc = _arr(pred, "pred"), _arr(true, "true"), _arr(scale, "scale")
+    if p.ndim != 2 or p.shape != t.shape:
+        raise ValueError(f"pred/true: expected two (N, K) arrays of one shape, got {p.shape}, {t.shape}")
+    if sc.shape != (t.shape[1],) or not np.all(sc > 0):
+        raise ValueError(f"scale: expected {t.shape[1]} positive numbers (one per column), got {sc}")
+    err = np.abs(p - t)
+    z = err / sc
+    if len(columns) != err.shape[1]:
+        raise ValueError(f"columns: expected {err.shape[1]} names, got {len(columns)}")
+    out = {"mae": float(z.mean()), "rmse": float(np.sqrt((z**2).mean()))}
+    for j, c in enumerate(columns):
+        out[f"mae_{c}"] = float(err[:, j].mean())
+        out[f"rmse_{c}"] = float(np.sqrt((err[:, j] ** 2).mean()))
+    return out, z.mean(axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
 # Hand
 
 
@@ -176,10 +200,10 @@ def joint_depth_shift(synthetic_depth, refined_depth, joints) -> float:
 class _RealismNet(nn.Module):
     """Small fully-convolutional classifier; global pooling makes it size-agnostic."""
 
-    def __init__(self, c: int = 32):
+    def __init__(self, c: int = 32, in_channels: int = 1):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, c // 2, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(in_channels, c // 2, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(c // 2, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2, inplace=True),
@@ -220,7 +244,7 @@ def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: 
     dev = _resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _RealismNet().to(dev)
+        net = _RealismNet(in_channels=real.shape[1]).to(dev)
     x_tr, y_tr = x_tr.to(dev), y_tr.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -254,18 +278,23 @@ def _finish(task: str, y: np.ndarray) -> np.ndarray:
     if task == "gaze":
         norm = np.linalg.norm(y, axis=-1, keepdims=True)
         return (y / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+    if task == "generic":
+        return y
     return y[..., :2].astype(np.float32)
 
 
 def constant_prediction(task: str, train_labels, n: int) -> np.ndarray:
     """The training set's mean label, repeated n times: gaze (n, 3) renormalized mean vector;
-    hand (n, J, 2) mean (u, v) per joint. Every estimator must beat this."""
+    hand (n, J, 2) mean (u, v) per joint; generic (n, K) float64 mean of each label column. Every
+    estimator must beat this."""
     _check_task(task)
     y = _arr(train_labels, "train_labels")
     if len(y) == 0:
         raise ValueError("train_labels: expected at least one label")
     if task == "gaze" and y.shape[1:] != (3,):
         raise ValueError(f"train_labels: expected gaze (N, 3), got {y.shape}")
+    if task == "generic" and y.ndim != 2:
+        raise ValueError(f"train_labels: expected generic (N, K) label columns, got {y.shape}")
     if task == "hand" and (y.ndim != 3 or y.shape[2] < 2):
         raise ValueError(f"train_labels: expected hand joints (N, J, 2 or 3), got {y.shape}")
     if int(n) < 0:

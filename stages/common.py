@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from simgan.config import Params, ParamsError  # noqa: F401  (re-exported for stages)
+from simgan.data.format import LABELS_GROUP, Dataset, label_keys
 from simgan.io import SimganError
 
+# The paper's tasks, whose report (stages/report.py) and metrics are fixed; params.yaml's `tasks`
+# may add tasks of the user's own images, which are "generic" data and regression estimators.
 TASKS = ("gaze", "hand")
 SOURCES = ("synthetic", "refined", "real")
+# A task name becomes a stage suffix and a directory name (data/<task>/, models/<task>/).
+TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def data_path(task: str, name: str) -> Path:
@@ -20,10 +28,50 @@ def data_path(task: str, name: str) -> Path:
     return Path("data") / task / f"{name}.h5"
 
 
-def check_task(task: str) -> str:
-    if task not in TASKS:
-        raise ParamsError(f"task: expected one of {list(TASKS)}, got {task!r}")
+def pipeline_tasks(p: Params) -> list[str]:
+    """params.yaml's `tasks` (the dvc.yaml foreach), checked: gaze and hand, plus user tasks."""
+    tasks = p.get("tasks", dict, default={t: {} for t in TASKS})
+    for name in tasks:
+        if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+            raise ParamsError(f"{p.path}: key 'tasks.{name}': expected a task name of letters, digits and _ (starting with a letter)")
+    return list(tasks)
+
+
+def check_task(task: str, p: Params | None = None) -> str:
+    if task in TASKS:
+        return task
+    p = p or Params.load()
+    names = pipeline_tasks(p)
+    if task not in names:
+        raise ParamsError(f"task: expected one of {names} (params.yaml 'tasks'), got {task!r}")
     return task
+
+
+def data_task(task: str) -> str:
+    """The data-format / estimator task of a pipeline task: gaze, hand, or generic for user tasks."""
+    return task if task in TASKS else "generic"
+
+
+def read_labels(ds: Dataset, task: str, rows: slice | None = None) -> tuple[np.ndarray, list[str] | None]:
+    """The labels an estimator of `task` learns, from an open data set: gaze vectors / joints, or
+    for a user task every numeric `labels/<name>` column as one (N, K) matrix with its K names."""
+    if task in TASKS:
+        key = label_keys(task)[0]
+        return ds.read([key], rows)[key], None
+    if ds.task != "generic":
+        raise SimganError(f"{ds.path}: attr 'task': expected 'generic' for the user task {task!r} "
+                          f"(written by `simgan import folder`), got {ds.task!r}")
+    keys = [k for k in ds.keys() if k.startswith(f"{LABELS_GROUP}/")]
+    if not keys:
+        raise SimganError(f"{ds.path}: key '{LABELS_GROUP}/': expected at least one label column for task {task!r} "
+                          f"(import the folder with --labels TABLE), found none")
+    from simgan.estimators import label_matrix  # torch: only the stages that train or score need it
+
+    cols = ds.read(keys, rows)
+    try:
+        return label_matrix({k.split("/", 1)[1]: v for k, v in cols.items()})
+    except ValueError as e:
+        raise SimganError(f"{ds.path}: {e}") from None
 
 
 def run_stage(main: Callable[[list[str]], None]) -> None:

@@ -14,20 +14,26 @@ from pathlib import Path
 
 from simgan.augment import photometric_augment
 from simgan.config import ParamsError, one_of, positive
-from simgan.data.format import label_keys, open_dataset
+from simgan.data.format import open_dataset
 from simgan.estimators import save_estimator, train_estimator
 from simgan.io import write_text_atomic
-from stages.common import SOURCES, Params, data_path, run_stage
+from stages.common import SOURCES, TASKS, Params, data_path, data_task, pipeline_tasks, read_labels, run_stage
 
 
 def variant(p: Params, name: str) -> dict:
     key = f"variants.{name}"
     v = {
-        "task": p.get(f"{key}.task", str, one_of("gaze", "hand")),
+        "task": p.get(f"{key}.task", str, one_of(*pipeline_tasks(p))),
         "source": p.get(f"{key}.source", str, one_of(*SOURCES)),
         "size": p.get(f"{key}.size", int, positive),
         "augment": p.get(f"{key}.augment", bool, default=False),
     }
+    if v["task"] not in TASKS:
+        # a user task has one kind of estimator: the regression head over its label columns
+        p.get(f"estimator.{v['task']}.head", str, one_of("regression"), default="regression")
+        if v["augment"]:
+            raise ParamsError(f"{p.path}: key '{key}.augment': expected false for the user task {v['task']!r} "
+                              f"(photometric augmentation is defined for gaze and hand only)")
     return v
 
 
@@ -40,9 +46,8 @@ def training_rows(p: Params, task: str, source: str, size: int):
                 f"{p.path}: key 'estimator.{task}.base_n': {size}x needs {n} images but {path} has {ds.n}; "
                 f"expected base_n <= {ds.n // size} or a larger data.{task} set"
             )
-        label = label_keys(task)[0]
-        rows = ds.read([ds.image_key, label], slice(0, n))
-        return rows[ds.image_key], rows[label]
+        labels, columns = read_labels(ds, task, slice(0, n))
+        return ds.read([ds.image_key], slice(0, n))[ds.image_key], labels, columns
 
 
 def main(argv: list[str]) -> None:
@@ -56,14 +61,14 @@ def main(argv: list[str]) -> None:
     seeds = p.get("seeds", list)
     if len(seeds) < 1 or not all(isinstance(s, int) for s in seeds):
         raise ParamsError(f"{p.path}: key 'seeds': expected a non-empty list of integers, got {seeds!r}")
-    images, labels = training_rows(p, task, v["source"], v["size"])
+    images, labels, columns = training_rows(p, task, v["source"], v["size"])
     augment = photometric_augment(task, p.section(f"{key}.augment")) if v["augment"] else None
     out_dir = Path("models") / task / "estimators" / name
     history = {}
     for seed in seeds:
         print(f"estimator {name}: seed {seed}, {len(images)} {v['source']} images", flush=True)
         model, hist = train_estimator(
-            task,
+            data_task(task),
             images,
             labels,
             steps=p.get(f"{key}.steps", int, positive),
@@ -77,6 +82,7 @@ def main(argv: list[str]) -> None:
             channels_last=p.get(f"{key}.channels_last", bool),
             progress=True,
             log_every=p.get(f"{key}.log_every", int, positive, default=100),
+            columns=columns,
         )
         save_estimator(out_dir / f"seed{seed}.pt", model, {**v, "seed": seed, "variant": name, "train_n": len(images)})
         history[str(seed)] = hist

@@ -10,18 +10,24 @@ import torch
 from simgan.config import ParamsError
 from simgan.data.format import open_dataset
 from simgan.train import SimGANTrainer, TrainConfig, build_networks
-from stages.common import Params, data_path
+from stages.common import TASKS, Params, data_path
+
+# A user task's networks come from the gaze presets: both are small grayscale-or-colour crops with
+# a local-realism discriminator, unlike the hand presets' depth maps (simgan/nets.py).
+USER_TASK_PRESET_TABLE = "gaze"
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 FIELD_KINDS = {f.name: (list, tuple) if isinstance(f.default, tuple) else type(f.default) for f in dataclasses.fields(TrainConfig)}
 
 
 def load_images(task: str, split: str) -> torch.Tensor:
-    """All images of a split as one N x 1 x H x W tensor in the stored dtype (uint8 eyes stay
-    uint8 in memory: 4x smaller; batches are converted to [-1, 1] when drawn)."""
+    """All images of a split as one N x C x H x W tensor in the stored dtype (uint8 eyes stay
+    uint8 in memory: 4x smaller; batches are converted to [-1, 1] when drawn). Colour images
+    (N, H, W, C) have their channels moved first."""
     with open_dataset(data_path(task, split), require_labels=False) as ds:
         images = ds[ds.image_key]
-    return torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
 def train_config(task: str, p: Params, **overrides) -> TrainConfig:
@@ -61,14 +67,22 @@ def _params_error(p: Params, task: str, e: ValueError) -> ParamsError:
 
 def build_trainer(task: str, p: Params, checkpoint, progress: bool = True, **overrides) -> SimGANTrainer:
     cfg = train_config(task, p, **overrides)
-    refiner, disc, r_kwargs, d_kwargs = build_networks(
-        task,
-        p.get(f"gan.{task}.preset", str),
-        seed=cfg.seed,
-        refiner=p.section(f"gan.{task}.refiner"),
-        discriminator=p.section(f"gan.{task}.discriminator"),
-    )
     synthetic, real = load_images(task, "synthetic"), load_images(task, "real")
+    if synthetic.shape[1:] != real.shape[1:]:
+        raise ParamsError(f"{data_path(task, 'real')}: expected images shaped like {data_path(task, 'synthetic')}'s "
+                          f"(C x H x W = {tuple(synthetic.shape[1:])}), got {tuple(real.shape[1:])}; import both with the same --size/--color")
+    if task in TASKS:
+        table, preset = task, p.get(f"gan.{task}.preset", str)
+        r_over, d_over = p.section(f"gan.{task}.refiner"), p.section(f"gan.{task}.discriminator")
+    else:  # a user task may leave every network key out: the gaze cpu preset is used as is
+        table, preset = USER_TASK_PRESET_TABLE, p.get(f"gan.{task}.preset", str, default="cpu")
+        r_over = p.get(f"gan.{task}.refiner", dict, default={})
+        d_over = p.get(f"gan.{task}.discriminator", dict, default={})
+    try:
+        refiner, disc, r_kwargs, d_kwargs = build_networks(table, preset, seed=cfg.seed, refiner=r_over,
+                                                           discriminator=d_over, in_channels=synthetic.shape[1])
+    except (ValueError, TypeError) as e:
+        raise ParamsError(f"{p.path}: gan.{task}: {e}") from None
     try:
         trainer = SimGANTrainer(refiner, disc, synthetic, real, cfg, checkpoint_path=checkpoint, progress=progress)
     except ValueError as e:

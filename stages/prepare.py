@@ -7,6 +7,7 @@
 
 `data.<task>.source` picks the embedded simulators (default) or an importer of a public data set
 (docs/data_sources.md); importers run through the same `simgan import` commands a user would type.
+A task of the user's own (params.yaml `tasks`) has one source: folder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from simgan.config import ParamsError, one_of, positive
 from stages.common import Params, check_task, data_path, run_stage
 
 SOURCES = {"gaze": ("embedded", "kaggle", "unityeyes+mpiigaze", "folder"), "hand": ("embedded", "nyu", "folder")}
+USER_TASK_SOURCES = ("folder",)
 # Each split's seed is derived from the task's seed, so the three sets never share a draw.
 SPLIT_SEED_OFFSET = {"synthetic": 0, "real": 1000, "real_test": 2000}
 
@@ -94,15 +96,20 @@ def import_sources(task: str, source: str, p: Params) -> None:
                 args += ["--domain", "real"]
             if p.raw(f"{key}.color", False):
                 args.append("--color")
+            crop, units = p.raw(f"{key}.crop", None), p.raw(f"{key}.units", None)
+            if crop:
+                args += ["--crop", str(crop)]
+            if units and labels:  # units name label columns: an unlabeled split has none
+                args += ["--units", ",".join(f"{k}={v}" for k, v in units.items()) if isinstance(units, dict) else str(units)]
             _run(args)
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        raise ParamsError("usage: python -m stages.prepare gaze|hand")
-    task = check_task(argv[0])
+        raise ParamsError("usage: python -m stages.prepare TASK (gaze, hand or a key of params.yaml 'tasks')")
     p = Params.load()
-    source = p.get(f"data.{task}.source", str, one_of(*SOURCES[task]))
+    task = check_task(argv[0], p)
+    source = p.get(f"data.{task}.source", str, one_of(*SOURCES.get(task, USER_TASK_SOURCES)))
     if source == "embedded":
         simulate(task, p)
     else:
