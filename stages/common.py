@@ -21,6 +21,7 @@ TASKS = ("gaze", "hand")
 SOURCES = ("synthetic", "refined", "real")
 # A task name becomes a stage suffix and a directory name (data/<task>/, models/<task>/).
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+TASK_ARG = "TASK (gaze, hand or a key of params.yaml 'tasks')"  # a per-task stage's one argument, in usage lines
 
 
 def data_path(task: str, name: str) -> Path:

@@ -28,7 +28,7 @@ from simgan.data.format import LABELS_GROUP, label_keys, open_dataset
 from simgan.estimators import features, load_estimator, predict
 from simgan.figures import curves_figure, size_figure
 from simgan.io import atomic_path, write_json_atomic, write_text_atomic
-from stages.common import TASKS, Params, check_task, data_path, data_task, read_labels, run_stage
+from stages.common import TASKS, TASK_ARG, Params, check_task, data_path, data_task, read_labels, run_stage
 
 GAZE_THRESHOLDS = list(range(0, 31))
 HAND_THRESHOLDS = list(range(0, 21))
@@ -105,7 +105,7 @@ def results_markdown(task: str, metrics: dict, columns: list[str]) -> str:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        raise ParamsError("usage: python -m stages.evaluate TASK (gaze, hand or a key of params.yaml 'tasks')")
+        raise ParamsError(f"usage: python -m stages.evaluate {TASK_ARG}")
     p = Params.load()
     task = check_task(argv[0], p)
     kind = data_task(task)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from simgan.cli import main as simgan_main
 from simgan.config import ParamsError, one_of, positive
-from stages.common import Params, check_task, data_path, run_stage
+from stages.common import TASK_ARG, Params, check_task, data_path, run_stage
 
 SOURCES = {"gaze": ("embedded", "kaggle", "unityeyes+mpiigaze", "folder"), "hand": ("embedded", "nyu", "folder")}
 USER_TASK_SOURCES = ("folder",)
@@ -106,7 +106,7 @@ def import_sources(task: str, source: str, p: Params) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        raise ParamsError("usage: python -m stages.prepare TASK (gaze, hand or a key of params.yaml 'tasks')")
+        raise ParamsError(f"usage: python -m stages.prepare {TASK_ARG}")
     p = Params.load()
     task = check_task(argv[0], p)
     source = p.get(f"data.{task}.source", str, one_of(*SOURCES.get(task, USER_TASK_SOURCES)))

@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from simgan.config import ParamsError
-from stages.common import Params, check_task, run_stage
+from stages.common import TASK_ARG, Params, check_task, run_stage
 from stages.gan_setup import build_trainer
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        raise ParamsError("usage: python -m stages.pretrain gaze|hand")
+        raise ParamsError(f"usage: python -m stages.pretrain {TASK_ARG}")
     task = check_task(argv[0])
     out = Path("models") / task / "pretrained.pt"
     trainer = build_trainer(task, Params.load(), checkpoint=out, steps=0)  # pretraining phases only

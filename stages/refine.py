@@ -8,12 +8,12 @@ from pathlib import Path
 from simgan.config import ParamsError, positive
 from simgan.refine import refine_dataset
 from simgan.train import load_refiner
-from stages.common import Params, check_task, data_path, run_stage
+from stages.common import TASK_ARG, Params, check_task, data_path, run_stage
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        raise ParamsError("usage: python -m stages.refine gaze|hand")
+        raise ParamsError(f"usage: python -m stages.refine {TASK_ARG}")
     task = check_task(argv[0])
     p = Params.load()
     refiner, meta = load_refiner(Path("models") / task / "refiner.pt")

@@ -19,11 +19,18 @@ import torch
 import yaml
 from PIL import Image
 
-from simgan.data.format import open_dataset
+from simgan.config import Params, ParamsError
+from simgan.data.format import open_dataset, write_dataset
+from simgan.io import SimganError
 from simgan.estimators import RegressionNet, label_matrix, load_estimator, predict, save_estimator, train_estimator
 from simgan.metrics import realism_accuracy
 from simgan.train import build_networks
-from test_pipeline import _ran_stages, _run, copy_repo
+from test_pipeline import ROOT, _ran_stages, _run, copy_repo
+
+sys.path.insert(0, str(ROOT))  # stages/ is run as `python -m stages...` from the root, not installed
+from stages.common import check_task, read_labels  # noqa: E402
+from stages.estimator import variant  # noqa: E402
+from stages.gan_setup import load_images  # noqa: E402
 
 H, W = 20, 30
 TASK = "blobs"
@@ -52,7 +59,7 @@ def write_folder(root: Path, images: np.ndarray) -> list[str]:
     return names
 
 
-def test_generic_head_colour_regresses_label_units(tmp_path):
+def test_generic_head_colour_regresses_label_units(tmp_path, monkeypatch):
     images, xy = blob_images(128, seed=0, real=False, colour=True)
     # (N,) and (N, k) columns, sorted by name: pos_0, pos_1, then w
     targets, columns = label_matrix({"w": xy[:, 0] * 0.01, "pos": xy})
@@ -76,6 +83,36 @@ def test_generic_head_colour_regresses_label_units(tmp_path):
     refiner, disc, _, _ = build_networks("gaze", "cpu", in_channels=3)
     x = torch.rand(2, 3, H, W) * 2 - 1
     assert refiner(x).shape == x.shape and disc(x).shape[:2] == (2, 1)
+    # the GAN stages hold a colour file channels-first, still uint8
+    monkeypatch.chdir(tmp_path)
+    attrs = {"task": "generic", "domain": "synthetic", "source": "folder", "generator_version": "t", "seed": -1}
+    write_dataset(Path("data") / TASK / "synthetic.h5", {"images": images[:8]}, attrs)
+    held = load_images(TASK, "synthetic")
+    assert held.dtype == torch.uint8 and torch.equal(held, torch.from_numpy(images[:8]).permute(0, 3, 1, 2))
+
+
+def test_user_task_bad_inputs_name_the_key_or_file(tmp_path):
+    p = Params({"tasks": {"gaze": {}, "hand": {}, "blobs": {}},
+                "variants": {"b": {"task": "blobs", "source": "synthetic", "size": 1, "augment": True}}}, "params.yaml")
+    assert check_task("blobs", p) == "blobs" and check_task("gaze", p) == "gaze"
+    with pytest.raises(ParamsError, match=r"params.yaml 'tasks'.*'blobz'"):
+        check_task("blobz", p)
+    with pytest.raises(ParamsError, match=r"key 'tasks.my-task'"):
+        check_task("x", Params({"tasks": {"my-task": {}}}))
+    with pytest.raises(ParamsError, match=r"key 'variants.b.augment'"):
+        variant(p, "b")
+    images = np.zeros((4, H, W), np.uint8)
+    attrs = {"task": "generic", "domain": "real", "source": "folder", "generator_version": "t", "seed": -1}
+    write_dataset(tmp_path / "unlabeled.h5", {"images": images}, attrs)
+    with open_dataset(tmp_path / "unlabeled.h5") as ds, pytest.raises(SimganError, match=r"unlabeled.h5: key 'labels/'"):
+        read_labels(ds, "blobs")
+    model, _ = train_estimator("generic", images, np.ones((4, 1)), steps=1, batch_size=2, lr=1e-3, seed=0, net_kwargs={"width": 0.25})
+    save_estimator(tmp_path / "e.pt", model)
+    ckpt = torch.load(tmp_path / "e.pt", weights_only=True)
+    ckpt["meta"]["targets"]["std"] = []
+    torch.save(ckpt, tmp_path / "e.pt")
+    with pytest.raises(SimganError, match=r"e.pt: meta 'targets'"):
+        load_estimator(tmp_path / "e.pt")
 
 
 @pytest.mark.slow
