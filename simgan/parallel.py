@@ -1,4 +1,4 @@
-"""Deterministic chunked parallelism for generators and importers.
+"""Deterministic parallelism: chunked work for generators and importers, and independent runs (map_processes).
 
 Work of N items is cut into fixed chunks; chunk k draws from its own seed, spawned from the run's
 seed by index (numpy SeedSequence). Results therefore depend on (seed, N, chunk size) only, never
@@ -63,12 +63,37 @@ def map_chunks(
         yield from pool.imap(_call, jobs)
 
 
-def _single_thread() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
+def _single_thread(threads: int = 1) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     # only when the parent already loaded torch: importing it here would cost seconds per pool
     torch = sys.modules.get("torch")
     if torch is not None:
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
+
+
+def _call_item(args):
+    fn, item = args
+    return item, fn(item)
+
+
+def map_processes(fn: Callable[[object], object], items: Sequence, workers: int, threads: int = 1) -> Iterator[tuple[object, object]]:
+    """Yield (item, fn(item)) for independent runs (one per seed, say) as each one finishes.
+
+    Up to `workers` forked processes with `threads` torch threads each. A result depends on its
+    item and `threads` only, never on `workers`: the same computation runs in a worker as in
+    this process. For these small networks two single-thread processes do ~1.8x the work of one
+    process with two threads. `fn` must be picklable (a top-level function or a partial of one);
+    the caller should not have run torch with more than `threads` threads before (fork safety)."""
+    items = list(items)
+    if workers < 1 or threads < 1:
+        raise ValueError(f"workers/threads: expected >= 1, got {workers}/{threads}")
+    if workers == 1 or len(items) <= 1:
+        for item in items:
+            yield _call_item((fn, item))
+        return
+    ctx = mp.get_context("fork")
+    with ctx.Pool(min(workers, len(items)), initializer=_single_thread, initargs=(threads,)) as pool:
+        yield from pool.imap_unordered(_call_item, [(fn, item) for item in items])
 
 
 def concat_chunks(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

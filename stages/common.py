@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from simgan.config import Params, ParamsError  # noqa: F401  (re-exported for stages)
+from simgan.config import Params, ParamsError, positive  # noqa: F401  (Params, ParamsError: re-exported for stages)
 from simgan.data.format import LABELS_GROUP, Dataset, label_keys
 from simgan.io import SimganError
 
@@ -75,10 +75,24 @@ def read_labels(ds: Dataset, task: str, rows: slice | None = None) -> tuple[np.n
         raise SimganError(f"{ds.path}: {e}") from None
 
 
+def compute_layout(p: Params) -> tuple[int, int]:
+    """params.yaml `compute` -> (threads, workers).
+
+    threads: torch threads per process. A parallel reduction's order depends on it, so a
+    trained network does too (a 2-thread rerun of the default trained a different refiner):
+    it is a param the numeric stages depend on, 1 by default so every machine gets the same
+    numbers. workers: processes for independent runs (seeds), which never changes a result."""
+    return p.get("compute.threads", int, positive, default=1), p.get("compute.workers", int, positive, default=1)
+
+
 def run_stage(main: Callable[[list[str]], None]) -> None:
-    """Run a stage's main; a user-facing error becomes one line on stderr and exit status 2."""
+    """Run a stage's main with params.yaml's torch thread count; a user-facing error becomes one
+    line on stderr and exit status 2."""
     name = Path(sys.modules[main.__module__].__file__).stem if main.__module__ in sys.modules else main.__module__
     try:
+        import torch
+
+        torch.set_num_threads(compute_layout(Params.load())[0])
         main(sys.argv[1:])
     except (SimganError, ValueError) as e:
         if os.environ.get("SIMGAN_DEBUG"):

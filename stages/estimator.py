@@ -10,14 +10,18 @@ its batches from itself; the training rows are the first size * base_n rows of t
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from simgan.augment import photometric_augment
 from simgan.config import ParamsError, one_of, positive
 from simgan.data.format import open_dataset
 from simgan.estimators import save_estimator, train_estimator
 from simgan.io import write_text_atomic
-from stages.common import SOURCES, TASKS, Params, data_path, data_task, pipeline_tasks, read_labels, run_stage
+from simgan.parallel import map_processes
+from stages.common import SOURCES, TASKS, Params, compute_layout, data_path, data_task, pipeline_tasks, read_labels, run_stage
 
 
 def variant(p: Params, name: str) -> dict:
@@ -50,6 +54,15 @@ def training_rows(p: Params, task: str, source: str, size: int):
         return ds.read([ds.image_key], slice(0, n))[ds.image_key], labels, columns
 
 
+# The training call of this stage, bound to its data; forked workers inherit it, so neither the
+# images (up to ~75 MB) nor the augmentation closure (not picklable) cross a pipe.
+_TRAIN = None
+
+
+def _train_seed(seed: int):
+    return _TRAIN(seed=seed)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise ParamsError("usage: python -m stages.estimator VARIANT (a key of params.yaml 'variants')")
@@ -64,28 +77,33 @@ def main(argv: list[str]) -> None:
     images, labels, columns = training_rows(p, task, v["source"], v["size"])
     augment = photometric_augment(task, p.section(f"{key}.augment")) if v["augment"] else None
     out_dir = Path("models") / task / "estimators" / name
+    threads, workers = compute_layout(p)
+    global _TRAIN
+    _TRAIN = partial(
+        train_estimator,
+        data_task(task),
+        images,
+        labels,
+        steps=p.get(f"{key}.steps", int, positive),
+        batch_size=p.get(f"{key}.batch_size", int, positive),
+        lr=p.get(f"{key}.lr", float, positive),
+        net_kwargs=p.section(f"{key}.net"),
+        augment=augment,
+        rotation_deg=p.get(f"{key}.rotation_deg", (int, float), default=0.0),
+        bf16=p.get(f"{key}.bf16", bool),
+        channels_last=p.get(f"{key}.channels_last", bool),
+        log_every=p.get(f"{key}.log_every", int, positive, default=100),
+        columns=columns,
+    )
+    print(f"estimator {name}: {len(seeds)} seeds x {len(images)} {v['source']} images, {workers} worker(s) x {threads} thread(s)", flush=True)
     history = {}
-    for seed in seeds:
-        print(f"estimator {name}: seed {seed}, {len(images)} {v['source']} images", flush=True)
-        model, hist = train_estimator(
-            data_task(task),
-            images,
-            labels,
-            steps=p.get(f"{key}.steps", int, positive),
-            batch_size=p.get(f"{key}.batch_size", int, positive),
-            lr=p.get(f"{key}.lr", float, positive),
-            seed=seed,
-            net_kwargs=p.section(f"{key}.net"),
-            augment=augment,
-            rotation_deg=p.get(f"{key}.rotation_deg", (int, float), default=0.0),
-            bf16=p.get(f"{key}.bf16", bool),
-            channels_last=p.get(f"{key}.channels_last", bool),
-            progress=True,
-            log_every=p.get(f"{key}.log_every", int, positive, default=100),
-            columns=columns,
-        )
-        save_estimator(out_dir / f"seed{seed}.pt", model, {**v, "seed": seed, "variant": name, "train_n": len(images)})
-        history[str(seed)] = hist
+    with tqdm(total=len(seeds), desc=f"estimator {name}", unit="seed") as bar:  # ETA over seeds
+        for seed, (model, hist) in map_processes(_train_seed, seeds, workers, threads):
+            save_estimator(out_dir / f"seed{seed}.pt", model, {**v, "seed": seed, "variant": name, "train_n": len(images)})
+            history[str(seed)] = hist
+            bar.update(1)
+            bar.write(f"estimator {name}: seed {seed} done, final loss {hist[-1]['loss']:.4g}")
+    history = {str(s): history[str(s)] for s in seeds}  # seed order, whatever order they finished in
     write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1) + "\n")
 
 
