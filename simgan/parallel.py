@@ -81,9 +81,9 @@ def map_processes(fn: Callable[[object], object], items: Sequence, workers: int,
 
     Up to `workers` forked processes with `threads` torch threads each. A result depends on its
     item and `threads` only, never on `workers`: the same computation runs in a worker as in
-    this process. On the 2-vCPU machine here, 2 single-thread workers did the work of one 2-thread
-    process in about the same time when it was quiet and 1.7x faster under load (benchmarks/
-    bench_seeds.py); the point is a thread count that does not vary. `fn` must be picklable (a top-level function or a partial of one);
+    this process. On the 2-vCPU machine here, 2 single-thread workers trained 4 seeds 1.27x faster
+    than one 2-thread process on a quiet machine and 1.73x under load (benchmarks/bench_seeds.py);
+    the main point is a thread count that does not vary. `fn` must be picklable (a top-level function or a partial of one);
     the caller should not have run torch with more than `threads` threads before (fork safety)."""
     items = list(items)
     if workers < 1 or threads < 1:
