@@ -67,3 +67,9 @@ def test_residual_refiner_with_zero_head_is_the_identity():
     torch.nn.init.zeros_(r.head.bias)
     x = torch.rand(2, 1, 35, 55) * 1.8 - 0.9
     assert torch.allclose(r(x), x, atol=1e-5)
+    # Saturated inputs too: a depth map's far background is exactly 1.0 (as in every real frame),
+    # and a refiner that turns it into 0.995 hands the discriminator a free tell.
+    x[:, :, :10] = 1.0
+    x[:, :, -3:] = -1.0
+    y = r(x)
+    assert torch.equal(y[:, :, :10], x[:, :, :10]) and torch.equal(y[:, :, -3:], x[:, :, -3:])
