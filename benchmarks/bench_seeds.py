@@ -16,7 +16,7 @@ import torch
 
 from benchmarks.common import interleaved, load, write_result
 from simgan.estimators import train_estimator
-from simgan.parallel import _single_thread, map_processes
+from simgan.parallel import _set_threads, map_processes
 
 SEEDS = [0, 1, 2, 3]
 _ARGS: dict = {}
@@ -61,7 +61,7 @@ def _train_all(_):
 
 
 def _sequential_2_threads():
-    with mp.get_context("fork").Pool(1, initializer=_single_thread, initargs=(2,)) as pool:
+    with mp.get_context("fork").Pool(1, initializer=_set_threads, initargs=(2,)) as pool:
         return pool.map(_train_all, [0])
 
 

@@ -58,12 +58,12 @@ def map_chunks(
         return
     # fork keeps start-up cheap; each worker limits torch/BLAS threads so processes don't oversubscribe.
     ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_single_thread) as pool:
+    with ctx.Pool(workers, initializer=_set_threads) as pool:
         # imap (ordered) keeps output order == chunk order, so writers can stream.
         yield from pool.imap(_call, jobs)
 
 
-def _single_thread(threads: int = 1) -> None:
+def _set_threads(threads: int = 1) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     # only when the parent already loaded torch: importing it here would cost seconds per pool
     torch = sys.modules.get("torch")
@@ -83,8 +83,9 @@ def map_processes(fn: Callable[[object], object], items: Sequence, workers: int,
     item and `threads` only, never on `workers`: the same computation runs in a worker as in
     this process. On the 2-vCPU machine here, 2 single-thread workers trained 4 seeds 1.27x faster
     than one 2-thread process on a quiet machine and 1.73x under load (benchmarks/bench_seeds.py);
-    the main point is a thread count that does not vary. `fn` must be picklable (a top-level function or a partial of one);
-    the caller should not have run torch with more than `threads` threads before (fork safety)."""
+    the main point is a thread count that does not vary. `fn` must be picklable (a top-level
+    function or a partial of one); the caller should not have run torch with more than `threads`
+    threads before (fork safety)."""
     items = list(items)
     if workers < 1 or threads < 1:
         raise ValueError(f"workers/threads: expected >= 1, got {workers}/{threads}")
@@ -93,7 +94,7 @@ def map_processes(fn: Callable[[object], object], items: Sequence, workers: int,
             yield _call_item((fn, item))
         return
     ctx = mp.get_context("fork")
-    with ctx.Pool(min(workers, len(items)), initializer=_single_thread, initargs=(threads,)) as pool:
+    with ctx.Pool(min(workers, len(items)), initializer=_set_threads, initargs=(threads,)) as pool:
         yield from pool.imap_unordered(_call_item, [(fn, item) for item in items])
 
 

@@ -93,7 +93,7 @@ def _no_init():
 
 def test_resized_parallel_and_deterministic(tmp_path, monkeypatch):
     # The pool initializer imports torch in each worker (seconds here); it does not affect the output.
-    monkeypatch.setattr(parallel, "_single_thread", _no_init)
+    monkeypatch.setattr(parallel, "_set_threads", _no_init)
     _dataset(tmp_path, n=5)
     a = NYUConfig(size=24, workers=1, chunk=2)
     b = NYUConfig(size=24, workers=2, chunk=2)
