@@ -29,12 +29,15 @@ Joint order (JOINT_NAMES) follows NYU's 14 evaluated joints, indices
 Joint 3-D positions are skeleton points inside the flesh (as NYU's are): a fingertip joint is the
 centre of the tip sphere, so the rendered surface at its pixel lies about one radius in front.
 
+Both domains render the hand with part of its forearm, as a depth camera sees it. (Generator
+hands-1 drew the forearm only in the real domain; a synthetic-trained estimator then put joints on
+the real forearm, and no label-preserving refiner can add an arm: docs/experiments.md.)
 The surrogate REAL domain uses the same renderer on a slightly different pose distribution
 (natural, correlated finger curls instead of independent uniform flexion; hands 50 mm farther on
-average), adds part of the forearm, and passes the depth through `kinect_sensor` (depth-dependent
-noise, disparity quantization, projector shadows, flying pixels, dropout blobs). The clean
-rendering of the same pose without forearm is stored as `mask` (1 on hand pixels), as NYU ships a
-synthetic rendering (synthdepth) with every real frame. Sensor constants are exaggerated relative
+average) and passes the depth through `kinect_sensor` (depth-dependent noise, disparity
+quantization, projector shadows, flying pixels, dropout blobs). The clean rendering of the same
+pose without forearm is stored as `mask` (1 on hand pixels), as NYU ships a synthetic rendering
+(synthdepth) with every real frame. Sensor constants are exaggerated relative
 to a raw Kinect so that the effects survive the ~5x downsampling to 64 px; they are named below.
 """
 
@@ -50,7 +53,7 @@ from scipy import ndimage
 from simgan.io import SimganError
 from simgan.parallel import concat_chunks, map_chunks
 
-GENERATOR_VERSION = "hands-1"
+GENERATOR_VERSION = "hands-2"  # hands-2: the synthetic domain renders the forearm too
 
 JOINT_NAMES = (
     "pinky_tip", "pinky_mid", "ring_tip", "ring_mid", "middle_tip", "middle_mid",
@@ -571,10 +574,9 @@ def _check_args(n, seed, domain, size, workers, chunk):
 def _render_chunk(start: int, stop: int, rng: np.random.Generator, domain: str, size: int):
     """One map_chunks work item. The order of draws from rng is part of the data's identity."""
     poses = sample_poses(stop - start, rng, domain)
-    if domain == "synthetic":
-        hand, _, joints, cam = render_poses(poses, size)
-        return {"depth": normalize_depth(hand, cam.z_centre), "joints": joints}
     hand, full, joints, cam = render_poses(poses, size, forearm=True)
+    if domain == "synthetic":
+        return {"depth": normalize_depth(full, cam.z_centre), "joints": joints}
     centres = joints[..., :2].astype(np.float64)
     # Sub-batches keep the sensor's many full-size temporaries in cache.
     sensed = np.concatenate([
