@@ -186,6 +186,7 @@ def ddp_train_estimator(
     bf16: bool = False,
     channels_last: bool = False,
     log_every: int = 0,
+    lr_schedule: str = "constant",
 ) -> tuple[nn.Module, list[dict]]:
     """train_estimator's arguments and result, data-parallel over the torchrun process group.
 
@@ -201,7 +202,8 @@ def ddp_train_estimator(
     if size == 1:
         return est.train_estimator(task, images, labels, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                    net_kwargs=net_kwargs, augment=augment, rotation_deg=rotation_deg, device=device,
-                                   bf16=bf16, channels_last=channels_last, log_every=log_every)
+                                   bf16=bf16, channels_last=channels_last, log_every=log_every,
+                                   lr_schedule=lr_schedule)
     dev = est._resolve_device(device)
     model = est._init_model(task, net_kwargs, int(seed))
     x_all, y_all, _ = est._prepare(task, images, labels, model.in_size if task == "hand" else None)
@@ -211,7 +213,7 @@ def ddp_train_estimator(
     mf = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(dev, memory_format=mf).train()
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    opt = torch.optim.Adam(ddp.parameters(), lr=lr)
+    opt, sched = est.make_optimizer(ddp.parameters(), lr, steps, lr_schedule)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     n = len(x_all)
     history: list[dict] = []
@@ -236,6 +238,8 @@ def ddp_train_estimator(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         whole = loss.detach().float() / size
         dist.all_reduce(whole)
         acc += float(whole)
@@ -264,6 +268,7 @@ def _train_estimator_main(args: argparse.Namespace) -> int:
             args.task, images, labels, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
             net_kwargs=json.loads(args.net), augment=augment, rotation_deg=args.rotation_deg, device=dev,
             bf16=args.bf16, channels_last=args.channels_last, log_every=args.log_every,
+            lr_schedule=args.lr_schedule,
         )
         if rank == 0:
             meta = {"task": args.task, "seed": args.seed, "train_n": int(n), "processes": size, "data": str(args.data)}
@@ -287,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--batch-size", type=int, required=True, help="the whole batch, split over the processes")
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr-schedule", default="constant", choices=est.LR_SCHEDULES)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--net", default="{}", help="network kwargs as JSON, e.g. '{\"width\": 0.5}'")
     t.add_argument("--augment", default=None, help="photometric augmentation strengths as JSON ('{}': defaults)")

@@ -504,6 +504,19 @@ def estimator_loss(task: str, model: nn.Module, out: torch.Tensor, y: torch.Tens
     return (out - target.unsqueeze(1)).pow(2).mean(dim=(0, 2, 3, 4)).sum()
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def make_optimizer(params, lr: float, steps: int, lr_schedule: str = "constant"):
+    """Adam and its per-step lr schedule (None for "constant"): one definition for the one-process
+    and the data-parallel loops. "cosine" anneals from lr to 0 over `steps` (no warmup)."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule: expected one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if lr_schedule == "cosine" else None
+    return opt, sched
+
+
 def train_estimator(
     task: str,
     images: np.ndarray,
@@ -522,6 +535,7 @@ def train_estimator(
     progress: bool = False,
     log_every: int = 0,
     columns: Sequence[str] | None = None,
+    lr_schedule: str = "constant",
 ) -> tuple[nn.Module, list[dict]]:
     """Train a fresh estimator with Adam; returns (model in eval mode on `device`, history).
 
@@ -531,7 +545,7 @@ def train_estimator(
     batch of model-input tensors; for hands every batch is also rotated by +-`rotation_deg`
     (image and joints together). Same seed -> identical weights on CPU. history holds
     {"step", "loss", "seconds"} every `log_every` steps (loss averaged since the previous entry)
-    and always for the last step."""
+    and always for the last step. `lr_schedule`: "constant" or "cosine" (make_optimizer)."""
     _check_task(task)
     for name, v in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(v, (int, np.integer)) or v < 1:
@@ -561,7 +575,7 @@ def train_estimator(
     x_all, y_all = x_all.to(dev), y_all.to(dev)
     mf = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(dev, memory_format=mf).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt, sched = make_optimizer(model.parameters(), lr, steps, lr_schedule)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     n = len(x_all)
     history: list[dict] = []
@@ -585,6 +599,8 @@ def train_estimator(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         acc += float(loss.detach())
         acc_n += 1
         if (log_every and (step + 1) % log_every == 0) or step == steps - 1:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from simgan.augment import photometric_augment
 from simgan.config import ParamsError, one_of, positive
 from simgan.data.format import open_dataset
-from simgan.estimators import save_estimator, train_estimator
+from simgan.estimators import LR_SCHEDULES, save_estimator, train_estimator
 from simgan.io import write_text_atomic
 from simgan.parallel import map_processes
 from stages.common import SOURCES, TASKS, Params, compute_layout, data_path, data_task, pipeline_tasks, read_labels, run_stage
@@ -87,6 +87,7 @@ def main(argv: list[str]) -> None:
         steps=p.get(f"{key}.steps", int, positive),
         batch_size=p.get(f"{key}.batch_size", int, positive),
         lr=p.get(f"{key}.lr", float, positive),
+        lr_schedule=p.get(f"{key}.lr_schedule", str, one_of(*LR_SCHEDULES), default="constant"),
         net_kwargs=p.section(f"{key}.net"),
         augment=augment,
         rotation_deg=p.get(f"{key}.rotation_deg", (int, float), default=0.0),

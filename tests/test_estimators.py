@@ -14,6 +14,7 @@ from simgan.estimators import (
     gaussian_heatmaps,
     heatmap_to_uv,
     load_estimator,
+    make_optimizer,
     predict,
     rotate_batch,
     save_estimator,
@@ -183,6 +184,26 @@ def test_load_refuses_malicious_pickle(tmp_path):
     assert not marker.exists()
     with pytest.raises(SimganError, match="not found"):
         load_estimator(tmp_path / "missing.pt")
+
+
+def test_cosine_schedule_anneals_lr_to_zero_over_the_run():
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt, sched = make_optimizer([w], 0.006, 4, "cosine")
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.006) and lrs[2] == pytest.approx(0.003)
+    assert lrs == sorted(lrs, reverse=True) and opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert make_optimizer([w], 0.006, 4)[1] is None  # constant
+    x, j = hand_data(32, seed=0, joints=1)
+    kw = dict(steps=3, batch_size=8, lr=1e-2, seed=0, net_kwargs=dict(TINY_HAND, joints=1))
+    a, _ = train_estimator("hand", x, j, lr_schedule="cosine", **kw)
+    b, _ = train_estimator("hand", x, j, **kw)
+    assert not all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_estimator("hand", x, j, lr_schedule="step", **kw)
 
 
 def test_bad_inputs_name_the_parameter():
