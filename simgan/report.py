@@ -257,6 +257,11 @@ def _gain_md(metrics: Mapping) -> str:
             + md_table(["Gain", "Ours (%)", f"Paper {RECALLED}"], body))
 
 
+# Raw synthetic images differ from real ones by construction; a classifier that cannot tell those
+# apart either (within this many points of chance) has not learned, and its 50% means nothing.
+UNTRAINED_REALISM_POINTS = 5.0
+
+
 def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
     """Automated Turing test: a held-out classifier's accuracy at telling each pair apart (50% =
     indistinguishable), beside the paper's human visual Turing test (gaze only)."""
@@ -275,10 +280,17 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
                          f"{paper} (humans)" if paper is not None else ""])
     if not body:
         return "_No realism metrics._"
+    notes = [f"**The {task} classifier learned nothing:** it tells raw synthetic images from real ones "
+             f"only {value:.1f}% of the time, so its refined-vs-real number is no evidence of realism "
+             f"(raise `evaluate.{task}.realism_steps`)."
+             for task, metrics in metrics_by_task.items()
+             if _is_num(value := ((metrics or {}).get("realism") or {}).get("synthetic_vs_real_acc_pct"))
+             and abs(value - 50.0) < UNTRAINED_REALISM_POINTS]
     return (md_table(["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)",
                        f"Paper {RECALLED}"], body)
             + "\n\n50% means the classifier cannot tell the pair apart; the paper's numbers are people's "
-              "accuracy in a visual Turing test, so only the direction is comparable.")
+              "accuracy in a visual Turing test, so only the direction is comparable."
+            + "".join(f"\n\n{n}" for n in notes))
 
 
 _SHIFTS = {
@@ -363,11 +375,15 @@ def _sentence(o: Outcome, spec: _TaskSpec) -> str:
     return f"{a.capitalize()} {verb} {b} on {what}: {nums} ({size}; spread {o.spread:.1f})."
 
 
-def _summary_name(o: Outcome) -> str:
-    # The augmented pair has the same comparison row as a plain one, so say which refined row it was.
-    if o.a.startswith("refined_aug"):
-        return f"{_row_name(o.b)} (with {_row_name(o.a)})"
-    return _row_name(o.b)
+def _summary_names(outcomes: list[Outcome]) -> list[str]:
+    """Comparison rows for the summary sentence. The augmented pair shares its comparison row with
+    a plain one, so a row judged alike by both is named once, saying which refined rows it was."""
+    by_row: dict[str, set[bool]] = {}
+    for o in outcomes:
+        by_row.setdefault(_row_name(o.b), set()).add(o.a.startswith("refined_aug"))
+    labels = {frozenset({False}): "", frozenset({True}): " (refined + augmentation)",
+              frozenset({False, True}): " (refined with or without augmentation)"}
+    return sorted(name + labels[frozenset(aug)] for name, aug in by_row.items())
 
 
 def _verdict_pairs(metrics: Mapping, spec: _TaskSpec) -> list[tuple[str, str]]:
@@ -392,7 +408,7 @@ def verdict_md(metrics: Mapping, task: str) -> str:
     if not outcomes:
         return "_No refined row with a comparison row in these metrics: nothing to judge._"
     lines = [f"- {_sentence(o, spec)}" for o in outcomes]
-    groups = {k: sorted({_summary_name(o) for o in outcomes if o.kind == k}) for k in ("better", "worse", "same")}
+    groups = {k: _summary_names([o for o in outcomes if o.kind == k]) for k in ("better", "worse", "same")}
     summary = []
     if groups["better"]:
         summary.append("Refined training beats " + ", ".join(groups["better"]) + ".")

@@ -157,6 +157,19 @@ def test_verdict_gaze_names_better_rows_and_ties():
     assert "synthetic 1x → 4x: no measurable difference; refined 1x → 4x improves by 1.5 deg" in text
 
 
+def test_verdict_summary_names_the_augmented_comparison_row_once():
+    m = full_gaze()
+    m["rows"]["synthetic_aug_1x"] = {"mean_error_deg": ms(9.6, 1.0)}
+    m["rows"]["refined_aug_1x"] = {"mean_error_deg": ms(9.4, 0.5)}
+    summary = report.verdict_md(m, "gaze").split("\n")[0]
+    # refined (9.5) and refined + aug (9.4) both tie with synthetic + aug (9.6 ± 1.0)
+    assert "synthetic + augmentation (1x) (refined with or without augmentation)" in summary
+    assert summary.count("synthetic + augmentation (1x)") == 1
+    m["rows"]["refined_aug_1x"] = {"mean_error_deg": ms(7.0, 0.5)}  # now only the augmented pair wins
+    summary = report.verdict_md(m, "gaze").split("\n")[0]
+    assert "beats k-NN on synthetic, synthetic (1x), synthetic (4x), synthetic + augmentation (1x) (refined + augmentation)." in summary
+
+
 def test_verdict_flips_when_difference_exceeds_spread():
     m = full_gaze()
     m["rows"]["synthetic_1x"]["mean_error_deg"] = ms(9.9, 0.3)  # 0.4 apart, spread 0.8: no result
@@ -174,6 +187,15 @@ def test_verdict_hand_higher_is_better_and_absences():
     assert report.verdict_md({"rows": {"synthetic_1x": {"pck5_pct": ms(1, 0)}}}, "hand").startswith("_No refined row")
     with pytest.raises(SimganError, match="unknown task"):
         report.verdict_md(full_hand(), "pose")
+
+
+def test_realism_note_when_the_classifier_cannot_tell_synthetic_from_real():
+    hand = full_hand()
+    assert "learned nothing" not in report.realism_table_md({"hand": hand})
+    hand["realism"] = {"refined_vs_real_acc_pct": 50.0, "synthetic_vs_real_acc_pct": 50.0}
+    md = report.realism_table_md({"gaze": full_gaze(), "hand": hand})
+    assert "**The hand classifier learned nothing:**" in md and "evaluate.hand.realism_steps" in md
+    assert "gaze classifier learned nothing" not in md
 
 
 def test_realism_and_label_preservation_tables():
