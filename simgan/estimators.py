@@ -639,7 +639,12 @@ def _batched(model, task, images, batch_size, device, bf16, fn):
     return torch.cat(outs), size
 
 
-def predict(model: nn.Module, task: str, images: np.ndarray, batch_size: int = 512, device="cpu",
+# Inference batch: on one CPU thread 128 ran the gaze CNN 1.5x and the hourglass 1.75x faster than
+# 512 (whose activations fall out of cache), with identical outputs.
+INFERENCE_BATCH = 128
+
+
+def predict(model: nn.Module, task: str, images: np.ndarray, batch_size: int = INFERENCE_BATCH, device="cpu",
             bf16: bool = False, method: str = "argmax") -> np.ndarray:
     """Gaze: (N, 3) unit vectors. Hand: (N, J, 2) (u, v) in pixels of the stored image, from the
     last stack's heatmaps (`method` "argmax" with sub-pixel refinement, or "soft"). Generic:
@@ -658,7 +663,7 @@ def predict(model: nn.Module, task: str, images: np.ndarray, batch_size: int = 5
     return rescale_uv(uv, model.heatmap_size, size).numpy().astype(np.float32)
 
 
-def features(model: nn.Module, task: str, images: np.ndarray, batch_size: int = 512, device="cpu",
+def features(model: nn.Module, task: str, images: np.ndarray, batch_size: int = INFERENCE_BATCH, device="cpu",
              bf16: bool = False) -> np.ndarray:
     """Penultimate features (gaze: the FC-1000 activations; hand: last-stack features pooled 4x4)."""
     out, _ = _batched(model, task, images, batch_size, device, bf16, model.features)

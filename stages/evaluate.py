@@ -28,7 +28,8 @@ from simgan.data.format import LABELS_GROUP, label_keys, open_dataset
 from simgan.estimators import features, load_estimator, predict
 from simgan.figures import curves_figure, size_figure
 from simgan.io import atomic_path, write_json_atomic, write_text_atomic
-from stages.common import TASKS, TASK_ARG, Params, check_task, data_path, data_task, read_labels, run_stage
+from simgan.parallel import map_processes
+from stages.common import TASKS, TASK_ARG, Params, check_task, compute_layout, data_path, data_task, read_labels, run_stage
 
 GAZE_THRESHOLDS = list(range(0, 31))
 HAND_THRESHOLDS = list(range(0, 21))
@@ -37,6 +38,14 @@ USER_THRESHOLDS = [round(0.1 * i, 1) for i in range(31)]  # test-set stds: 3 is 
 CURVES = {"gaze": ("mean_error_deg", True, "error_cdf.csv", "threshold_deg", GAZE_THRESHOLDS),
           "hand": ("pck5_pct", False, "pck.csv", "threshold_px", HAND_THRESHOLDS),
           "generic": ("mae", True, "error_cdf.csv", "threshold_std", USER_THRESHOLDS)}
+
+
+_REALISM: dict = {}  # set by main before forking the realism workers (fork: no pickling of images)
+
+
+def _realism_pair(name: str) -> float:
+    r = _REALISM
+    return M.realism_accuracy(r["real"], r["others"][name], r["kind"], seed=r["seed"], steps=r["steps"])
 
 
 def task_variants(p: Params, task: str) -> dict[str, dict]:
@@ -176,10 +185,14 @@ def main(argv: list[str]) -> None:
     else:
         label_pres = user_label_preservation(task, n)
     steps = p.get(f"{key}.realism_steps", int, positive)
-    realism = {
-        f"{name}_vs_real_acc_pct": M.mean_std([M.realism_accuracy(real, other, kind, seed=s, steps=steps) for s in seeds[:1]])["mean"]
-        for name, other in (("refined", ref), ("synthetic", syn[img]))
-    }
+    # the two classifiers are independent: side by side in worker processes (same numbers as in
+    # this process, since each depends only on its seed and the thread count)
+    global _REALISM
+    _REALISM = {"real": real, "others": {"refined": ref, "synthetic": syn[img]}, "kind": kind,
+                "seed": seeds[0], "steps": steps}
+    threads, workers = compute_layout(p)
+    accs = dict(map_processes(_realism_pair, ["refined", "synthetic"], workers, threads))
+    realism = {f"{name}_vs_real_acc_pct": accs[name] for name in ("refined", "synthetic")}
 
     gain = {}
     for size in sorted({v["size"] for v in task_variants(p, task).values()}):
