@@ -266,7 +266,7 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
     """Automated Turing test: a held-out classifier's accuracy at telling each pair apart (50% =
     indistinguishable), beside the paper's human visual Turing test (gaze only)."""
     labels = {"refined_vs_real_acc_pct": "refined vs real", "synthetic_vs_real_acc_pct": "synthetic vs real"}
-    body = []
+    body, notes = [], []
     for task, metrics in metrics_by_task.items():
         realism = (metrics or {}).get("realism") or {}
         for key, label in labels.items():
@@ -278,14 +278,12 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
             paper = PAPER["realism"][key] if task == "gaze" else None
             body.append([task, label, _fmt(value, 1), _fmt(abs(value - 50.0), 1),
                          f"{paper} (humans)" if paper is not None else ""])
+            if key == "synthetic_vs_real_acc_pct" and abs(value - 50.0) < UNTRAINED_REALISM_POINTS:
+                notes.append(f"**The {task} classifier learned nothing:** it tells raw synthetic images from "
+                             f"real ones only {value:.1f}% of the time, so its refined-vs-real number is no "
+                             f"evidence of realism (raise `evaluate.{task}.realism_steps`).")
     if not body:
         return "_No realism metrics._"
-    notes = [f"**The {task} classifier learned nothing:** it tells raw synthetic images from real ones "
-             f"only {value:.1f}% of the time, so its refined-vs-real number is no evidence of realism "
-             f"(raise `evaluate.{task}.realism_steps`)."
-             for task, metrics in metrics_by_task.items()
-             if _is_num(value := ((metrics or {}).get("realism") or {}).get("synthetic_vs_real_acc_pct"))
-             and abs(value - 50.0) < UNTRAINED_REALISM_POINTS]
     return (md_table(["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)",
                        f"Paper {RECALLED}"], body)
             + "\n\n50% means the classifier cannot tell the pair apart; the paper's numbers are people's "
