@@ -54,6 +54,9 @@ class TrainConfig:
     k_d: int = 1
     optimizer: str = "adam"
     lr: float = 2e-4
+    # The discriminator's own lr (two time-scale updates); 0 means the refiner's. 1e-3 and 2e-3 on
+    # the hand GAN gave no downstream gain (docs/experiments.md), so the defaults leave it at 0.
+    lr_discriminator: float = 0.0
     betas: tuple[float, float] = (0.5, 0.999)  # beta1 0.9 let D win within 100 steps (REFERENCE sec. 6)
     momentum: float = 0.0  # sgd only
     lam: float = 1.0  # self-regularization weight, per-pixel-mean L1 vs per-patch-mean CE
@@ -82,6 +85,7 @@ class TrainConfig:
             ("k_d", self.k_d >= 1, ">= 1"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("lr", math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("lr_discriminator", math.isfinite(self.lr_discriminator) and self.lr_discriminator >= 0, "a finite number >= 0 (0: the refiner's lr)"),
             ("lam", math.isfinite(self.lam) and self.lam >= 0, "a finite number >= 0"),
             ("history_size", self.history_size == 0 or self.history_size >= self.batch_size, f"0 (disabled) or >= batch_size b={self.batch_size}"),
             ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
@@ -106,10 +110,10 @@ def build_networks(task: str, size: str = "cpu", seed: int = 0, refiner: dict | 
         return Refiner(in_channels=in_channels, **r_kwargs), Discriminator(in_channels=in_channels, **d_kwargs), r_kwargs, d_kwargs
 
 
-def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas))
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
 
 
 def _set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -155,8 +159,8 @@ class SimGANTrainer:
         mf = memory_format(self.cfg.channels_last)
         self.refiner.to(self.device, memory_format=mf)
         self.discriminator.to(self.device, memory_format=mf)
-        self.opt_r = _make_optimizer(self.refiner.parameters(), self.cfg)
-        self.opt_d = _make_optimizer(self.discriminator.parameters(), self.cfg)
+        self.opt_r = _make_optimizer(self.refiner.parameters(), self.cfg, self.cfg.lr)
+        self.opt_d = _make_optimizer(self.discriminator.parameters(), self.cfg, self.cfg.lr_discriminator or self.cfg.lr)
         self.buffer = HistoryBuffer(self.cfg.history_size, tuple(self.synthetic.shape[1:]), device=self.device) if self.cfg.history_size else None
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.step = 0
@@ -276,7 +280,10 @@ class SimGANTrainer:
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != CHECKPOINT_VERSION:
             raise SimganError(f"checkpoint {self.checkpoint_path}: expected version {CHECKPOINT_VERSION}, got {state.get('version')!r}")
-        saved = {k: v for k, v in state["config"].items() if k not in ("steps", "checkpoint_every", "log_every", "sample_every")}
+        # Where the run continues is not a training param: a run started on a GPU may resume on a
+        # CPU-only machine (and back); the saved tensors are on the CPU either way.
+        free = ("steps", "checkpoint_every", "log_every", "sample_every", "device")
+        saved = {k: v for k, v in state["config"].items() if k not in free}
         mine = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k in saved}
         diff = {k: (saved[k], mine[k]) for k in saved if tuple_or(saved[k]) != tuple_or(mine[k])}
         if diff:

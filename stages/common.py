@@ -85,6 +85,27 @@ def compute_layout(p: Params) -> tuple[int, int]:
     return p.get("compute.threads", int, positive, default=1), p.get("compute.workers", int, positive, default=1)
 
 
+DEVICES = "'cpu', 'cuda', 'cuda:N' or 'auto'"
+
+
+def device_param(p: Params, key: str) -> str:
+    """A stage's device key ('auto': CUDA when present) -> the device it runs on, checked in the
+    stage's own process so that a typo or a missing GPU is one error naming the key, not a worker's
+    traceback."""
+    from simgan.device import resolve_device
+
+    name = p.get(key, str, default="cpu")
+    try:
+        dev = resolve_device(name)
+    except RuntimeError:  # torch.device could not parse it
+        dev = None
+    except ValueError as e:  # a device this machine does not have
+        raise ParamsError(f"{p.path}: key '{key}': {str(e).removeprefix('device: ')}") from None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ParamsError(f"{p.path}: key '{key}': expected {DEVICES}, got {name!r}")
+    return str(dev)
+
+
 def run_stage(main: Callable[[list[str]], None]) -> None:
     """Run a stage's main with params.yaml's torch thread count; a user-facing error becomes one
     line on stderr and exit status 2."""

@@ -21,7 +21,7 @@ from simgan.data.format import open_dataset
 from simgan.estimators import LR_SCHEDULES, save_estimator, train_estimator
 from simgan.io import write_text_atomic
 from simgan.parallel import map_processes
-from stages.common import SOURCES, TASKS, Params, compute_layout, data_path, data_task, pipeline_tasks, read_labels, run_stage
+from stages.common import SOURCES, TASKS, Params, compute_layout, data_path, data_task, device_param, pipeline_tasks, read_labels, run_stage
 
 
 def variant(p: Params, name: str) -> dict:
@@ -60,7 +60,8 @@ _TRAIN = None
 
 
 def _train_seed(seed: int):
-    return _TRAIN(seed=seed)
+    model, history = _TRAIN(seed=seed)
+    return model.cpu(), history  # a CUDA tensor cannot cross the pipe back from a forked worker
 
 
 def main(argv: list[str]) -> None:
@@ -78,6 +79,9 @@ def main(argv: list[str]) -> None:
     augment = photometric_augment(task, p.section(f"{key}.augment")) if v["augment"] else None
     out_dir = Path("models") / task / "estimators" / name
     threads, workers = compute_layout(p)
+    device = device_param(p, f"{key}.device")
+    if device != "cpu":
+        workers = 1  # CUDA does not survive a fork: on a GPU the seeds take turns in this process
     global _TRAIN
     _TRAIN = partial(
         train_estimator,
@@ -93,10 +97,11 @@ def main(argv: list[str]) -> None:
         rotation_deg=p.get(f"{key}.rotation_deg", (int, float), default=0.0),
         bf16=p.get(f"{key}.bf16", bool),
         channels_last=p.get(f"{key}.channels_last", bool),
+        device=device,
         log_every=p.get(f"{key}.log_every", int, positive, default=100),
         columns=columns,
     )
-    print(f"estimator {name}: {len(seeds)} seeds x {len(images)} {v['source']} images, {workers} worker(s) x {threads} thread(s)", flush=True)
+    print(f"estimator {name}: {len(seeds)} seeds x {len(images)} {v['source']} images, {workers} worker(s) x {threads} thread(s) on {device}", flush=True)
     history = {}
     with tqdm(total=len(seeds), desc=f"estimator {name}", unit="seed") as bar:  # ETA over seeds
         for seed, (model, hist) in map_processes(_train_seed, seeds, workers, threads):

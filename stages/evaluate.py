@@ -29,7 +29,7 @@ from simgan.estimators import features, load_estimator, predict
 from simgan.figures import curves_figure, size_figure
 from simgan.io import atomic_path, write_json_atomic, write_text_atomic
 from simgan.parallel import map_processes
-from stages.common import TASKS, TASK_ARG, Params, check_task, compute_layout, data_path, data_task, read_labels, run_stage
+from stages.common import TASKS, TASK_ARG, Params, check_task, compute_layout, data_path, data_task, device_param, read_labels, run_stage
 
 GAZE_THRESHOLDS = list(range(0, 31))
 HAND_THRESHOLDS = list(range(0, 21))
@@ -144,11 +144,12 @@ def main(argv: list[str]) -> None:
         curves[name] = np.mean(curve_acc, axis=0)
 
     # trained variants
+    device = device_param(p, f"{key}.device")
     for name, v in task_variants(p, task).items():
         preds = {}
         for seed in seeds:
-            model, _ = load_estimator(Path("models") / task / "estimators" / name / f"seed{seed}.pt")
-            preds[seed] = predict(model, kind, test_images)
+            model, _ = load_estimator(Path("models") / task / "estimators" / name / f"seed{seed}.pt", device=device)
+            preds[seed] = predict(model, kind, test_images, device=device)
         record(row_key(v), preds)
 
     # baselines: deterministic, so every seed gives the same prediction (std 0 by construction)

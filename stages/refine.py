@@ -8,7 +8,7 @@ from pathlib import Path
 from simgan.config import ParamsError, positive
 from simgan.refine import refine_dataset
 from simgan.train import load_refiner
-from stages.common import TASK_ARG, Params, check_task, data_path, run_stage
+from stages.common import TASK_ARG, Params, check_task, data_path, device_param, run_stage
 
 
 def main(argv: list[str]) -> None:
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> None:
         data_path(task, "refined"),
         refiner,
         batch_size=p.get("refine.batch_size", int, positive),
-        device=p.get("refine.device", str, default="cpu"),
+        device=device_param(p, "refine.device"),
         bf16=p.get("refine.bf16", bool),
         channels_last=p.get("refine.channels_last", bool),
         extra_attrs={"refiner_steps": int(meta.get("steps", -1))},

@@ -15,7 +15,7 @@ from pathlib import Path
 from simgan.config import positive
 from simgan.distributed import refine_sharded
 from simgan.train import load_checkpoint
-from stages.common import Params, check_task, data_path, run_stage
+from stages.common import Params, check_task, data_path, device_param, run_stage
 
 
 def refine_settings(task: str, root: str | Path = ".") -> dict:
@@ -30,7 +30,7 @@ def refine_settings(task: str, root: str | Path = ".") -> dict:
         dst=str(root / data_path(task, "refined")),
         refiner=str(refiner),
         batch_size=p.get("refine.batch_size", int, positive),
-        device=p.get("refine.device", str, default="cpu"),
+        device=device_param(p, "refine.device"),
         bf16=p.get("refine.bf16", bool),
         channels_last=p.get("refine.channels_last", bool),
         extra_attrs={"refiner_steps": steps, "refined_from": str(data_path(task, "synthetic"))},

@@ -138,3 +138,31 @@ def test_build_networks_is_deterministic_under_seed():
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_a_checkpoint_from_another_device_resumes_here(tmp_path):
+    # A run started on a GPU machine continues on a CPU-only one: the device is where the run goes
+    # on, not a training param (tests/test_cuda.py does this for real where there is a GPU).
+    first = _trainer(tmp_path, steps=2)
+    first.run()
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    state["config"]["device"] = "cuda"
+    torch.save(state, tmp_path / "ckpt.pt")
+    resumed = _trainer(tmp_path, steps=4)
+    assert resumed.maybe_resume() and resumed.step == 7
+    resumed.run()
+    assert resumed.step == 9
+    # a real training param still refuses
+    state["config"]["lam"] = 0.5
+    torch.save(state, tmp_path / "ckpt.pt")
+    with pytest.raises(SimganError, match="different training params.*'lam'"):
+        _trainer(tmp_path, steps=4).maybe_resume()
+
+
+def test_the_discriminator_takes_its_own_lr_when_given(tmp_path):
+    same = _trainer(tmp_path / "a", steps=1, lr=3e-4)
+    assert [g["lr"] for g in same.opt_d.param_groups] == [3e-4] == [g["lr"] for g in same.opt_r.param_groups]
+    own = _trainer(tmp_path / "b", steps=1, lr=3e-4, lr_discriminator=1e-3)
+    assert [g["lr"] for g in own.opt_d.param_groups] == [1e-3] and [g["lr"] for g in own.opt_r.param_groups] == [3e-4]
+    with pytest.raises(ValueError, match="train.lr_discriminator: expected a finite number >= 0"):
+        _trainer(tmp_path / "c", steps=1, lr_discriminator=-1.0)
