@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import sys
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,47 +186,38 @@ def ddp_train_estimator(
     channels_last: bool = False,
     log_every: int = 0,
     lr_schedule: str = "constant",
+    columns: Sequence[str] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """train_estimator's arguments and result, data-parallel over the torchrun process group.
 
     Every rank holds the whole training set (it is in memory anyway) and the same generator;
     rank r trains on rows batch_slice(B, r, W) of each batch. The returned model is the unwrapped
     network (identical on every rank); history's losses are whole-batch means on every rank."""
-    est._check_task(task)
+    est.check_train_args(task, steps, batch_size, lr, rotation_deg, log_every)
     rank, size, _ = world()
     if size > 1 and not dist.is_initialized():
         raise SimganError("ddp_train_estimator: WORLD_SIZE > 1 but no process group; call init_distributed() first")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < size:
+    if batch_size < size:
         raise ValueError(f"batch_size: expected an integer >= the {size} processes, got {batch_size!r}")
     if size == 1:
         return est.train_estimator(task, images, labels, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                    net_kwargs=net_kwargs, augment=augment, rotation_deg=rotation_deg, device=device,
                                    bf16=bf16, channels_last=channels_last, log_every=log_every,
-                                   lr_schedule=lr_schedule)
+                                   lr_schedule=lr_schedule, columns=columns)
     dev = est._resolve_device(device)
-    model = est._init_model(task, net_kwargs, int(seed))
-    x_all, y_all, _ = est._prepare(task, images, labels, model.in_size if task == "hand" else None)
-    if task == "gaze":
-        est._check_gaze_hw(model, x_all)
+    model, x_all, y_all = est.prepare_training(task, images, labels, net_kwargs, seed, columns)
     x_all, y_all = x_all.to(dev), y_all.to(dev)
     mf = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(dev, memory_format=mf).train()
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt, sched = est.make_optimizer(ddp.parameters(), lr, steps, lr_schedule)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    n = len(x_all)
-    history: list[dict] = []
-    t0, acc, acc_n = time.perf_counter(), 0.0, 0
+    log = est.LossLog(steps, log_every)
     for step in range(steps):
         # The whole batch and its augmentation are drawn on every rank: the random streams then
         # stay those of the one-process run, and each rank keeps only its slice.
-        b = min(batch_size, n)
-        idx = torch.randint(n, (b,), generator=gen).to(dev)
-        xb, yb = x_all[idx], y_all[idx]
-        if task == "hand" and rotation_deg > 0:
-            xb, yb = est.rotate_batch(xb, yb, rotation_deg, gen)
-        if augment is not None:
-            xb = augment(xb, gen)
+        xb, yb = est.draw_batch(task, x_all, y_all, batch_size, gen, rotation_deg, augment)
+        b = len(xb)
         part = batch_slice(b, rank, size)
         xb, yb = xb[part].contiguous(memory_format=mf), yb[part]
         with est._autocast(dev, bf16):
@@ -242,12 +232,8 @@ def ddp_train_estimator(
             sched.step()
         whole = loss.detach().float() / size
         dist.all_reduce(whole)
-        acc += float(whole)
-        acc_n += 1
-        if (log_every and (step + 1) % log_every == 0) or step == steps - 1:
-            history.append({"step": step + 1, "loss": acc / acc_n, "seconds": time.perf_counter() - t0})
-            acc, acc_n = 0.0, 0
-    return model.eval(), history
+        log.add(step, float(whole))
+    return model.eval(), log.rows
 
 
 def _train_estimator_main(args: argparse.Namespace) -> int:

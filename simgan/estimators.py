@@ -546,6 +546,36 @@ def train_estimator(
     (image and joints together). Same seed -> identical weights on CPU. history holds
     {"step", "loss", "seconds"} every `log_every` steps (loss averaged since the previous entry)
     and always for the last step. `lr_schedule`: "constant" or "cosine" (make_optimizer)."""
+    check_train_args(task, steps, batch_size, lr, rotation_deg, log_every)
+    dev = _resolve_device(device)
+    model, x_all, y_all = prepare_training(task, images, labels, net_kwargs, seed, columns)
+    x_all, y_all = x_all.to(dev), y_all.to(dev)
+    mf = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(dev, memory_format=mf).train()
+    opt, sched = make_optimizer(model.parameters(), lr, steps, lr_schedule)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    log = LossLog(steps, log_every)
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"train {task}", leave=False)
+    for step in it:
+        xb, yb = draw_batch(task, x_all, y_all, batch_size, gen, rotation_deg, augment)
+        xb = xb.contiguous(memory_format=mf)
+        with _autocast(dev, bf16):
+            out = model(xb)
+        loss = estimator_loss(task, model, out, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        log.add(step, float(loss.detach()))
+    return model.eval(), log.rows
+
+
+def check_train_args(task: str, steps, batch_size, lr, rotation_deg, log_every) -> None:
     _check_task(task)
     for name, v in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(v, (int, np.integer)) or v < 1:
@@ -556,7 +586,13 @@ def train_estimator(
         raise ValueError(f"rotation_deg: expected >= 0, got {rotation_deg}")
     if log_every < 0:
         raise ValueError(f"log_every: expected >= 0, got {log_every}")
-    dev = _resolve_device(device)
+
+
+def prepare_training(task: str, images: np.ndarray, labels: np.ndarray, net_kwargs: dict | None, seed: int,
+                     columns: Sequence[str] | None = None) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A fresh model initialised from `seed` alone and the whole training set as tensors (generic
+    targets standardised), checked against each other: the one-process and the data-parallel
+    loops start from exactly this."""
     if task == "generic":
         net_kwargs = {**_generic_shape(images, labels), **(net_kwargs or {})}
     model = _init_model(task, net_kwargs, int(seed))
@@ -572,41 +608,39 @@ def train_estimator(
         _check_gaze_hw(model, x_all)
     elif y_all.shape[1] != model.joints:
         raise ValueError(f"labels: expected {model.joints} joints (net_kwargs joints), got {y_all.shape[1]}")
-    x_all, y_all = x_all.to(dev), y_all.to(dev)
-    mf = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(dev, memory_format=mf).train()
-    opt, sched = make_optimizer(model.parameters(), lr, steps, lr_schedule)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    n = len(x_all)
-    history: list[dict] = []
-    t0, acc, acc_n = time.perf_counter(), 0.0, 0
-    it = range(steps)
-    if progress:
-        from tqdm import tqdm
+    return model, x_all, y_all
 
-        it = tqdm(it, desc=f"train {task}", leave=False)
-    for step in it:
-        idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(dev)
-        xb, yb = x_all[idx], y_all[idx]
-        if task == "hand" and rotation_deg > 0:
-            xb, yb = rotate_batch(xb, yb, rotation_deg, gen)
-        if augment is not None:
-            xb = augment(xb, gen)
-        xb = xb.contiguous(memory_format=mf)
-        with _autocast(dev, bf16):
-            out = model(xb)
-        loss = estimator_loss(task, model, out, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        acc += float(loss.detach())
-        acc_n += 1
-        if (log_every and (step + 1) % log_every == 0) or step == steps - 1:
-            history.append({"step": step + 1, "loss": acc / acc_n, "seconds": time.perf_counter() - t0})
-            acc, acc_n = 0.0, 0
-    return model.eval(), history
+
+def draw_batch(task: str, x_all: torch.Tensor, y_all: torch.Tensor, batch_size: int, generator: torch.Generator,
+               rotation_deg: float, augment) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch: rows drawn with replacement, hands rotated with their joints, then the
+    photometric augmentation, every draw from `generator`. Both loops draw through here, so a
+    data-parallel run sees the batches of the one-process run."""
+    n = len(x_all)
+    idx = torch.randint(n, (min(batch_size, n),), generator=generator).to(x_all.device)
+    xb, yb = x_all[idx], y_all[idx]
+    if task == "hand" and rotation_deg > 0:
+        xb, yb = rotate_batch(xb, yb, rotation_deg, generator)
+    if augment is not None:
+        xb = augment(xb, generator)
+    return xb, yb
+
+
+class LossLog:
+    """Training history: {"step", "loss", "seconds"} every `log_every` steps (0: never) and at the
+    last step, the loss averaged over the steps since the previous row."""
+
+    def __init__(self, steps: int, log_every: int):
+        self.steps, self.log_every = steps, log_every
+        self.rows: list[dict] = []
+        self._t0, self._sum, self._n = time.perf_counter(), 0.0, 0
+
+    def add(self, step: int, loss: float) -> None:
+        self._sum += loss
+        self._n += 1
+        if (self.log_every and (step + 1) % self.log_every == 0) or step == self.steps - 1:
+            self.rows.append({"step": step + 1, "loss": self._sum / self._n, "seconds": time.perf_counter() - self._t0})
+            self._sum, self._n = 0.0, 0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -229,3 +229,19 @@ def test_tensor_roundtrip_exact():
     assert tensor_to_images(td * 3, "hand").max() == 1.0
     with pytest.raises(DatasetError, match="'array'.*uint8"):
         images_to_tensor(depth, "gaze")
+
+
+@pytest.mark.parametrize("key, row, value, expected", [("head_pose", 37, [0.0, np.nan, 0.0], "finite values, got"),
+                                                       ("gaze", 40, [0.5, 0.5, 0.5], "unit vectors")])
+def test_open_checks_every_label_row_block_by_block(tmp_path, monkeypatch, key, row, value, expected):
+    import simgan.data.format as fmt
+
+    path = tmp_path / "g.h5"
+    write_dataset(path, gaze_arrays(n=50), GAZE_ATTRS)
+    with h5py.File(path, "r+") as h5:  # damage a row past the first blocks, as a bad copy would
+        h5[key][row] = value
+    monkeypatch.setattr(fmt, "VALIDATE_ROWS", 16)
+    with pytest.raises(DatasetError) as e:
+        open_dataset(path)
+    msg = str(e.value)
+    assert f"key '{key}'" in msg and expected in msg and msg.endswith(f"at row {row}"), msg
