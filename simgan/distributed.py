@@ -44,7 +44,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from simgan import estimators as est
-from simgan.data.format import LABELS_GROUP, DatasetWriter, label_keys, open_dataset
+from simgan.data.format import LABELS_GROUP, DatasetWriter, open_dataset
 from simgan.io import SimganError, write_text_atomic
 from simgan.refine import refine_dataset
 
@@ -246,15 +246,14 @@ def _train_estimator_main(args: argparse.Namespace) -> int:
             n = ds.n if args.rows is None else args.rows
             if n < 1 or n > ds.n:
                 raise SimganError(f"{args.data}: --rows {args.rows}: expected 1..{ds.n}")
-            label = label_keys(args.task)[0]
-            rows = ds.read([ds.image_key, label], slice(0, n))
-            images, labels = rows[ds.image_key], rows[label]
+            images = ds.read([ds.image_key], slice(0, n))[ds.image_key]
+            labels, columns = est.read_training_labels(ds, args.task, slice(0, n))
         augment = photometric_augment(args.task, json.loads(args.augment)) if args.augment else None
         model, history = ddp_train_estimator(
             args.task, images, labels, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
             net_kwargs=json.loads(args.net), augment=augment, rotation_deg=args.rotation_deg, device=dev,
             bf16=args.bf16, channels_last=args.channels_last, log_every=args.log_every,
-            lr_schedule=args.lr_schedule,
+            lr_schedule=args.lr_schedule, columns=columns,
         )
         if rank == 0:
             meta = {"task": args.task, "seed": args.seed, "train_n": int(n), "processes": size, "data": str(args.data)}

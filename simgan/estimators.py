@@ -507,6 +507,31 @@ def estimator_loss(task: str, model: nn.Module, out: torch.Tensor, y: torch.Tens
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def read_training_labels(ds, task: str, rows: slice | None = None, name: str | None = None) -> tuple[np.ndarray, list[str] | None]:
+    """The labels an estimator of `task` learns, from an open data set (simgan.data.format): gaze
+    vectors or joints (columns None), or for "generic" every numeric `labels/<name>` column as one
+    (N, K) matrix with its K names. `name` is the user's task name, for the error messages."""
+    from simgan.data.format import LABELS_GROUP, label_keys
+
+    _check_task(task)
+    if task != "generic":
+        key = label_keys(task)[0]
+        return ds.read([key], rows)[key], None
+    name = name or task
+    if ds.task != "generic":
+        raise SimganError(f"{ds.path}: attr 'task': expected 'generic' for the user task {name!r} "
+                          f"(written by `simgan import folder`), got {ds.task!r}")
+    keys = [k for k in ds.keys() if k.startswith(f"{LABELS_GROUP}/")]
+    if not keys:
+        raise SimganError(f"{ds.path}: key '{LABELS_GROUP}/': expected at least one label column for task {name!r} "
+                          f"(import the folder with --labels TABLE), found none")
+    cols = ds.read(keys, rows)
+    try:
+        return label_matrix({k.split("/", 1)[1]: v for k, v in cols.items()})
+    except ValueError as e:
+        raise SimganError(f"{ds.path}: {e}") from None
+
+
 def make_optimizer(params, lr: float, steps: int, lr_schedule: str = "constant"):
     """Adam and its per-step lr schedule (None for "constant"): one definition for the one-process
     and the data-parallel loops. "cosine" anneals from lr to 0 over `steps` (no warmup)."""

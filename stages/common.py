@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from simgan.config import Params, ParamsError, positive  # noqa: F401  (Params, ParamsError: re-exported for stages)
-from simgan.data.format import LABELS_GROUP, Dataset, label_keys
+from simgan.data.format import Dataset
 from simgan.io import SimganError
 
 # The paper's tasks, whose report (stages/report.py) and metrics are fixed; params.yaml's `tasks`
@@ -54,25 +54,11 @@ def data_task(task: str) -> str:
 
 
 def read_labels(ds: Dataset, task: str, rows: slice | None = None) -> tuple[np.ndarray, list[str] | None]:
-    """The labels an estimator of `task` learns, from an open data set: gaze vectors / joints, or
-    for a user task every numeric `labels/<name>` column as one (N, K) matrix with its K names."""
-    if task in TASKS:
-        key = label_keys(task)[0]
-        return ds.read([key], rows)[key], None
-    if ds.task != "generic":
-        raise SimganError(f"{ds.path}: attr 'task': expected 'generic' for the user task {task!r} "
-                          f"(written by `simgan import folder`), got {ds.task!r}")
-    keys = [k for k in ds.keys() if k.startswith(f"{LABELS_GROUP}/")]
-    if not keys:
-        raise SimganError(f"{ds.path}: key '{LABELS_GROUP}/': expected at least one label column for task {task!r} "
-                          f"(import the folder with --labels TABLE), found none")
-    from simgan.estimators import label_matrix  # torch: only the stages that train or score need it
+    """The labels an estimator of pipeline task `task` learns (simgan.estimators.read_training_labels):
+    gaze vectors / joints, or for a user task its label columns as one (N, K) matrix and the K names."""
+    from simgan.estimators import read_training_labels  # torch: only the stages that train or score need it
 
-    cols = ds.read(keys, rows)
-    try:
-        return label_matrix({k.split("/", 1)[1]: v for k, v in cols.items()})
-    except ValueError as e:
-        raise SimganError(f"{ds.path}: {e}") from None
+    return read_training_labels(ds, data_task(task), rows, name=task)
 
 
 def compute_layout(p: Params) -> tuple[int, int]:

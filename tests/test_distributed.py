@@ -143,3 +143,24 @@ def test_dvc_push_pull_through_a_local_directory_remote(tmp_path):
     run("dvc", "pull")
     assert (repo / "out.txt").read_text() == "refined bytes"
     assert "up to date" in run("dvc", "status").lower()
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_user_task_from_its_label_columns(tmp_path):
+    # A user task's file (`simgan import folder`) holds labels/<name> columns, not gaze vectors:
+    # the entry point reads them as the pipeline does and saves the targets a checkpoint needs.
+    rng = np.random.default_rng(0)
+    data = tmp_path / "blobs.h5"
+    arrays = {"images": rng.integers(0, 256, (32, 24, 24), dtype=np.uint8), "labels/x": rng.normal(5, 2, 32),
+              "labels/size": rng.normal(1, 0.5, (32, 2))}
+    write_dataset(data, arrays, dict(task="generic", domain="synthetic", source="folder", generator_version="t", seed=-1),
+                  units={"x": "px", "size": "px"})
+    cmd = [str(BIN / "torchrun"), "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "simgan.distributed", "train-estimator", "--task", "generic",
+           "--data", str(data), "--steps", "3", "--batch-size", "8", "--net", json.dumps({"width": 0.25}),
+           "--rotation-deg", "0", "--out", str(tmp_path / "e.pt")]
+    r = subprocess.run(cmd, cwd=tmp_path, env=_env(GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    model, meta = load_estimator(tmp_path / "e.pt")
+    assert meta["processes"] == 2 and model.targets["columns"] == ["size_0", "size_1", "x"]
+    assert model.targets["mean"][2] == pytest.approx(float(arrays["labels/x"].mean()))
