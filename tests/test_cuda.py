@@ -7,6 +7,9 @@ CPU's, and device keys in params.yaml that fail clearly where there is no GPU.""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +20,9 @@ from simgan.estimators import predict, train_estimator
 from simgan.nets import Refiner
 from simgan.refine import refine_dataset
 from simgan.train import SimGANTrainer, TrainConfig, build_networks
-from stages.common import device_param
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # stages/ runs as `python -m stages...` from the root
+from stages.common import device_param  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
