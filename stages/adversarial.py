@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from simgan.config import ParamsError
-from simgan.io import write_text_atomic
+from simgan.io import SimganError, write_text_atomic
 from simgan.train import save_model
 from simgan.viz import save_image_grid
 from stages.common import Params, check_task, run_stage
@@ -45,6 +45,21 @@ def losses_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def training_log(live_dir: Path):
+    """The dvclive logger of the training curves (DVC's own logger: `dvc plots` reads its files).
+
+    dvclive reads the git revision on start and fails with a bare "Empty git repo" in a repository
+    without a commit (dvclive issue #522): say what to do instead, before any training is spent."""
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    try:
+        return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=False)
+    except SCMError as e:
+        raise SimganError(f"{live_dir}: dvclive could not read the git repository ({e}); it needs at least one "
+                          f"commit: run `git add -A && git commit -m init`, then `dvc repro` again") from None
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise ParamsError("usage: python -m stages.adversarial gaze|hand")
@@ -59,11 +74,9 @@ def main(argv: list[str]) -> None:
         shutil.copyfile(pretrained, ckpt)
     trainer = build_trainer(task, p, checkpoint=ckpt)
 
-    from dvclive import Live
-
     live_dir = Path("reports") / task / "dvclive"
     resumed_at = None
-    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=False) as live:
+    with training_log(live_dir) as live:
 
         def on_log(row: dict) -> None:
             live.step = row["step"]

@@ -117,3 +117,20 @@ def test_ablation_as_dvc_experiment_is_compared_like_a_commit(tiny_run):
     assert "adversarial@gaze" in ran and not any(s.startswith(("prepare", "adversarial@hand")) for s in ran), ran
     out = _run([sys.executable, "-m", "simgan.cli", "compare", "HEAD", "no-history", "--repo", str(repo)], repo).stdout
     assert "gan.gaze.train.history_size" in out and "## Results at no-history" in out
+
+
+def test_training_log_in_a_repository_without_commits_says_what_to_do(tmp_path, monkeypatch):
+    # dvclive fails on start in a fresh `git init` with a bare "Empty git repo" (dvclive #522);
+    # the adversarial stage turns that into one error with the fix, before training starts.
+    sys.path.insert(0, str(ROOT))
+    from simgan.io import SimganError
+    from stages.adversarial import training_log
+
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    with pytest.raises(SimganError, match=r"needs at least one commit: run `git add -A && git commit -m init`"):
+        training_log(tmp_path / "reports" / "gaze" / "dvclive")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    with training_log(tmp_path / "reports" / "gaze" / "dvclive") as live:
+        live.log_metric("loss", 1.0)
+    assert (tmp_path / "reports" / "gaze" / "dvclive" / "metrics.json").exists()
