@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from simgan.config import Params, ParamsError
-from simgan.data.format import open_dataset, write_dataset
+from simgan.data.format import open_dataset
 from simgan.estimators import predict, train_estimator
 from simgan.nets import Refiner
 from simgan.refine import refine_dataset
 from simgan.train import SimGANTrainer, TrainConfig, build_networks
+from test_refine import _gaze_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # stages/ runs as `python -m stages...` from the root
 from stages.common import device_param  # noqa: E402
@@ -74,20 +75,10 @@ def test_a_gan_trained_on_cuda_resumes_on_the_cpu(tmp_path):
     assert all(np.isfinite(r[k]) for r in rows for k in LOSSES if k in r)
 
 
-def _gaze_file(path, n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    g = rng.normal(size=(n, 3)).astype(np.float32)
-    g[:, 2] = -np.abs(g[:, 2]) - 1
-    g /= np.linalg.norm(g, axis=1, keepdims=True)
-    arrays = {"images": rng.integers(0, 256, (n, 35, 55), dtype=np.uint8), "gaze": g}
-    write_dataset(path, arrays, dict(task="gaze", domain="synthetic", source="test", generator_version="t", seed=seed), chunk_rows=64)
-    return arrays
-
-
 @needs_cuda
 def test_refine_dataset_on_cuda_writes_the_cpu_bytes(tmp_path, exact_fp32):
     src = tmp_path / "syn.h5"
-    _gaze_file(src)
+    _gaze_file(src, n=200)
     torch.manual_seed(0)
     refiner = Refiner(channels=8, blocks=2).eval()
     outs = {}
