@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from simgan.device import autocast as _autocast  # one home for the device switches
 from simgan.device import resolve_device as _resolve_device
+from simgan.optim import adam
 from simgan.io import SimganError, atomic_path
 
 TASKS = ("gaze", "hand", "generic")
@@ -537,7 +538,7 @@ def make_optimizer(params, lr: float, steps: int, lr_schedule: str = "constant")
     and the data-parallel loops. "cosine" anneals from lr to 0 over `steps` (no warmup)."""
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule: expected one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = adam(params, lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if lr_schedule == "cosine" else None
     return opt, sched
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from simgan.estimators import _autocast, _check_task, _resolve_device, images_to_input
+from simgan.optim import adam
 
 
 def _arr(x, name: str, last: int | None = None, dtype=np.float64) -> np.ndarray:
@@ -250,7 +251,7 @@ def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: 
         torch.manual_seed(seed)
         net = _RealismNet(in_channels=real.shape[1]).to(dev)
     x_tr, y_tr = x_tr.to(dev), y_tr.to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = adam(net.parameters(), lr)
     gen = torch.Generator().manual_seed(seed)
     net.train()
     for _ in range(steps):

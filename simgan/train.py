@@ -35,6 +35,7 @@ from simgan.losses import (
     self_regularization_loss,
 )
 from simgan.nets import Discriminator, Refiner, discriminator_preset, refiner_preset
+from simgan.optim import adam
 
 OPTIMIZERS = ("adam", "sgd")
 CHECKPOINT_VERSION = 1
@@ -112,7 +113,7 @@ def build_networks(task: str, size: str = "cpu", seed: int = 0, refiner: dict | 
 
 def _make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas))
+        return adam(params, lr, cfg.betas)
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
 
 
