@@ -166,3 +166,28 @@ def test_the_discriminator_takes_its_own_lr_when_given(tmp_path):
     assert [g["lr"] for g in own.opt_d.param_groups] == [1e-3] and [g["lr"] for g in own.opt_r.param_groups] == [3e-4]
     with pytest.raises(ValueError, match="train.lr_discriminator: expected a finite number >= 0"):
         _trainer(tmp_path / "c", steps=1, lr_discriminator=-1.0)
+
+
+def test_crop_trains_on_windows_of_the_images_and_the_refiner_still_takes_whole_images(tmp_path):
+    t = _trainer(tmp_path, steps=3, crop=8, history_size=16)
+    seen = []
+    t.refiner.register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape[2:])))
+    t.run()
+    assert set(seen) == {(8, 8)}  # every training forward saw a window, not the 12 x 16 image
+    assert t.buffer.images.shape[1:] == (1, 8, 8)
+    syn, _ = _data()
+    # each window is a real window of some image: its pixels occur at that position in the set
+    t.generator.manual_seed(5)
+    batch = t._batch(syn, 4)
+    full = (syn.float() / 127.5 - 1.0)
+    for w in batch:
+        hits = [(n, i, j) for n in range(len(syn)) for i in range(12 - 8 + 1) for j in range(16 - 8 + 1)
+                if torch.equal(full[n, :, i:i + 8, j:j + 8], w.float())]
+        assert hits
+    t.refiner.eval()
+    with torch.no_grad():
+        assert t.refiner(full[:2]).shape == (2, 1, 12, 16)
+    # crop 0 keeps the whole-image draws; a window larger than the image is refused, naming the key
+    assert _trainer(tmp_path / "b", steps=1).train_shape == (1, 12, 16)
+    with pytest.raises(ValueError, match=r"train.crop: expected 0 \(whole images\) or 8..12 \(the images are 12 x 16\), got 13"):
+        _trainer(tmp_path / "c", steps=1, crop=13)
