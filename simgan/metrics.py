@@ -201,14 +201,21 @@ def joint_depth_shift(synthetic_depth, refined_depth, joints) -> float:
 class _RealismNet(nn.Module):
     """Small fully-convolutional classifier; global pooling makes it size-agnostic.
 
-    GroupNorm, not BatchNorm: on hand depth maps (90% constant background) BatchNorm's running
-    statistics did not match its training-batch statistics, and in eval mode every test image
-    fell on one side (exactly 50% for synthetic and refined alike, while training accuracy was 97%)."""
+    It sees each image beside its high-pass residual (the image minus its 3x3 mean, scaled by
+    RESIDUAL_GAIN). The gaps between simulated and real images here are mostly sensor texture
+    (noise, quantization, flying pixels, holes) on large smooth shapes; on hand depth maps, 86%
+    flat background, the classifier without the residual stayed at chance after 200 steps for
+    raw synthetic vs real (50.0%), and with it told them apart (97.7-99.0% over 3 seeds).
+
+    GroupNorm, not BatchNorm: on hand depth maps BatchNorm's running statistics did not match its
+    training-batch statistics, and in eval mode every test image fell on one side."""
+
+    RESIDUAL_GAIN = 10.0
 
     def __init__(self, c: int = 32, in_channels: int = 1):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, c // 2, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * in_channels, c // 2, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(c // 2, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * c), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * c), nn.LeakyReLU(0.2, inplace=True),
@@ -216,7 +223,8 @@ class _RealismNet(nn.Module):
         )
 
     def forward(self, x):
-        return self.body(x).squeeze(1)
+        local_mean = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        return self.body(torch.cat([x, self.RESIDUAL_GAIN * (x - local_mean)], dim=1)).squeeze(1)
 
 
 def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: int = 300,
