@@ -127,7 +127,7 @@ def refine_shard_task(stage: str, src: str, shard_path: str, refiner: str, start
 def refine_on_dask(stage: str, repo: str, shards: int | None, threads: int | None) -> int:
     """The refine stage's output computed shard by shard on the flow's Dask task runner."""
     from simgan.distributed import combine_shards, shard_dir, shard_jobs
-    from stages.refine_sharded import refine_settings
+    from stages.refine import refine_settings
 
     s = refine_settings(stage.removeprefix(REFINE_PREFIX), repo)
     src, dst, refiner = s.pop("src"), s.pop("dst"), s.pop("refiner")

@@ -10,31 +10,10 @@ the result in dvc.lock (the Prefect flow does both when given a Dask cluster, do
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from simgan.config import positive
 from simgan.distributed import refine_sharded
-from simgan.train import load_checkpoint
-from stages.common import Params, check_task, data_path, device_param, run_stage
-
-
-def refine_settings(task: str, root: str | Path = ".") -> dict:
-    """src, dst, refiner (checkpoint path) and refine_dataset's keyword arguments, exactly as
-    stages/refine.py passes them; paths absolute under `root`, `refined_from` as the stage writes it."""
-    root = Path(root)
-    p = Params.load(root / "params.yaml")
-    refiner = root / "models" / task / "refiner.pt"
-    steps = int(load_checkpoint(refiner).get("steps", -1))
-    return dict(
-        src=str(root / data_path(task, "synthetic")),
-        dst=str(root / data_path(task, "refined")),
-        refiner=str(refiner),
-        batch_size=p.get("refine.batch_size", int, positive),
-        device=device_param(p, "refine.device"),
-        bf16=p.get("refine.bf16", bool),
-        channels_last=p.get("refine.channels_last", bool),
-        extra_attrs={"refiner_steps": steps, "refined_from": str(data_path(task, "synthetic"))},
-    )
+from stages.common import check_task, run_stage
+from stages.refine import refine_settings
 
 
 def main(argv: list[str]) -> None:

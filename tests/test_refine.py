@@ -88,3 +88,41 @@ def test_failed_refinement_leaves_existing_output_untouched(tmp_path, refiner):
 def test_missing_input_names_the_file(tmp_path, refiner):
     with pytest.raises(Exception, match="nope.h5"):
         refine_dataset(tmp_path / "nope.h5", tmp_path / "out.h5", refiner, progress=False)
+
+
+def test_refine_settings_read_params_once_for_the_stage_the_shards_and_the_flow(tmp_path, refiner, monkeypatch):
+    """stages/refine.py, stages/refine_sharded.py and the Prefect flow all take their refine
+    arguments from stages.refine.refine_settings; `refine.compile` reaches refine_dataset there."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from simgan.config import ParamsError
+    from simgan.train import save_model
+    from stages import refine as stage
+
+    params = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "params.yaml"))
+    (tmp_path / "models" / "gaze").mkdir(parents=True)
+    save_model(tmp_path / "models" / "gaze" / "refiner.pt", refiner, refiner_kwargs=dict(channels=8, blocks=2, kernel=3), in_channels=1)
+
+    def settings(**refine):
+        params["refine"].update(refine)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        return stage.refine_settings("gaze", tmp_path)
+
+    s = settings(compile=False)
+    assert s["compile"] is False and s["batch_size"] == params["refine"]["batch_size"]
+    assert s["extra_attrs"]["refined_from"] == "data/gaze/synthetic.h5" and s["dst"] == str(tmp_path / "data/gaze/refined.h5")
+    assert settings(compile=True)["compile"] is True
+    with pytest.raises(ParamsError, match="refine.compile"):
+        settings(compile="yes")
+    # the stage passes them on as they are
+    calls = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stage, "refine_dataset", lambda src, dst, net, **kw: calls.append((src, dst, kw)) or 0)
+    settings(compile=True)
+    stage.main(["gaze"])
+    (src, dst, kw), = calls
+    assert (src, dst) == ("data/gaze/synthetic.h5", "data/gaze/refined.h5") and kw["compile"] is True
