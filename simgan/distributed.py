@@ -45,6 +45,7 @@ import torch.nn as nn
 
 from simgan import estimators as est
 from simgan.data.format import LABELS_GROUP, DatasetWriter, open_dataset
+from simgan.device import memory_format
 from simgan.io import SimganError, write_text_atomic
 from simgan.refine import refine_dataset
 
@@ -207,7 +208,7 @@ def ddp_train_estimator(
     dev = est._resolve_device(device)
     model, x_all, y_all = est.prepare_training(task, images, labels, net_kwargs, seed, columns)
     x_all, y_all = x_all.to(dev), y_all.to(dev)
-    mf = torch.channels_last if channels_last else torch.contiguous_format
+    mf = memory_format(channels_last)
     model = model.to(dev, memory_format=mf).train()
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt, sched = est.make_optimizer(ddp.parameters(), lr, steps, lr_schedule)

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from simgan.device import autocast as _autocast  # one home for the device switches
+from simgan.device import memory_format
 from simgan.device import resolve_device as _resolve_device
 from simgan.optim import adam
 from simgan.io import SimganError, atomic_path
@@ -576,7 +577,7 @@ def train_estimator(
     dev = _resolve_device(device)
     model, x_all, y_all = prepare_training(task, images, labels, net_kwargs, seed, columns)
     x_all, y_all = x_all.to(dev), y_all.to(dev)
-    mf = torch.channels_last if channels_last else torch.contiguous_format
+    mf = memory_format(channels_last)
     model = model.to(dev, memory_format=mf).train()
     opt, sched = make_optimizer(model.parameters(), lr, steps, lr_schedule)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
