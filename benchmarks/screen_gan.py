@@ -6,7 +6,7 @@
 Run from the repository root after `dvc repro prepare` (it reads params.yaml and data/<task>/).
 CONFIGS.json is a list of jobs; each one is either a GAN to train and judge,
     {"tag": "steps600", "task": "hand", "gan_seed": 0, "train": {"steps": 600},
-     "refiner": {"channels": 32}, "disc": {"width": 1.0}, "est": {}}
+     "refiner": {"channels": 32, "noise_channels": 0}, "disc": {"width": 1.0}, "est": {}}
 (keys over params.yaml's gan.<task> and estimator.<task> sections), or a baseline,
     {"tag": "synthetic", "task": "hand", "baseline": "synthetic"}      (or "real").
 A GAN job trains the refiner from scratch (pretraining included), refines the 1x training set
@@ -100,7 +100,8 @@ def run_job(job: dict) -> dict:
         refiner.eval()
         with torch.no_grad():
             x = images_to_tensor(syn[ik][:n], task)
-            refined = tensor_to_images(refine_batches(refiner, x, 256, torch.device(device), cfg.bf16, cfg.channels_last), task)
+            refined = tensor_to_images(refine_batches(refiner, x, 256, torch.device(device), cfg.bf16, cfg.channels_last,
+                                                      noise_seed=params["refine"].get("seed", 0)), task)
         late = [r for r in rows[-50:] if "disc_acc_real" in r]
         result["disc_acc_real"] = float(np.mean([r["disc_acc_real"] for r in late]))
         result["disc_acc_refined"] = float(np.mean([r["disc_acc_refined"] for r in late]))

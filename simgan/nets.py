@@ -49,26 +49,54 @@ class Refiner(nn.Module):
     `residual=True` (not in the paper) adds the input before the tanh, in its pre-image:
     R(x) = tanh(atanh(x) + f(x)), so f = 0 is the identity. Measured on the embedded eyes: the plain
     refiner saturated to a white image within a few hundred adversarial steps (tanh's gradient
-    vanishes there and neither loss can pull it back), the residual one did not."""
+    vanishes there and neither loss can pull it back), the residual one did not.
+
+    `noise_channels=k` (not in the paper, whose refiner is deterministic) feeds k channels of
+    per-pixel N(0, 1) noise beside the image, so the refiner can draw effects that are random
+    in the real domain: a depth sensor's noise, flying pixels and dropouts differ from frame to
+    frame over the same surface, and a deterministic refiner can only paint one fixed texture per
+    shape. Callers pass the noise (`draw_noise`, from a seeded generator) to stay reproducible;
+    without it the forward draws from torch's global RNG."""
 
     RESIDUAL_CLAMP = 0.995  # atanh(+-1) is infinite; +-0.995 keeps the skip path finite (2.99)
 
     def __init__(self, in_channels: int = 1, channels: int = 64, blocks: int = 4, kernel: int = 3, residual: bool = False,
-                 padding_mode: str = "zeros"):
+                 padding_mode: str = "zeros", noise_channels: int = 0):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("channels", channels), ("blocks", blocks)):
             if value < 1:
                 raise ValueError(f"Refiner {name}: expected >= 1, got {value}")
+        if noise_channels < 0:
+            raise ValueError(f"Refiner noise_channels: expected >= 0 (0: a deterministic refiner), got {noise_channels}")
         self.in_channels = in_channels
+        self.noise_channels = noise_channels
         # padding_mode "replicate" (not in the paper) keeps the refiner from painting a frame along
         # the border, which zero padding invited on the embedded eyes
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, kernel, padding=_same_padding(kernel), padding_mode=padding_mode), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels + noise_channels, channels, kernel, padding=_same_padding(kernel), padding_mode=padding_mode), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[ResnetBlock(channels, kernel, padding_mode) for _ in range(blocks)])
         self.head = nn.Conv2d(channels, in_channels, 1)
         self.residual = residual
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head(self.blocks(self.stem(x)))
+    def draw_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The noise input for a batch like `x` (None for a deterministic refiner), drawn on the CPU
+        from `generator` so a seed gives the same noise on every device."""
+        if not self.noise_channels:
+            return None
+        z = torch.randn((x.shape[0], self.noise_channels, *x.shape[2:]), generator=generator)
+        return z.to(x.device)
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        inp = x
+        if self.noise_channels:
+            if noise is None:
+                noise = self.draw_noise(x)
+            expected = (x.shape[0], self.noise_channels, *x.shape[2:])
+            if tuple(noise.shape) != expected:
+                raise ValueError(f"Refiner noise: expected shape {expected} (N x noise_channels x H x W), got {tuple(noise.shape)}")
+            inp = torch.cat([x, noise.to(device=x.device, dtype=x.dtype)], dim=1)
+        elif noise is not None:
+            raise ValueError("Refiner noise: this refiner has noise_channels=0 and takes no noise input")
+        h = self.head(self.blocks(self.stem(inp)))
         if self.residual:
             # the clamped-off part is added back, so f = 0 is the identity at +-1 too: a depth
             # map's background is exactly 1.0, and refining it to 0.995 let D tell refined hands

@@ -24,23 +24,49 @@ from simgan.data.format import LABELS_GROUP, DatasetWriter, images_to_tensor, op
 from simgan.device import autocast, memory_format, resolve_device
 
 
+def row_noise(refiner: torch.nn.Module, first_row: int, x: torch.Tensor, seed: int) -> torch.Tensor | None:
+    """The noise input of a refiner that takes one (`Refiner.noise_channels`) for the images of
+    rows first_row, first_row + 1, ... of a data set: each row's noise comes from its own
+    generator seeded by (seed, row), so a row gets the same noise whatever the batch size, the
+    shard it falls in or the device. None for a deterministic refiner."""
+    k = getattr(refiner, "noise_channels", 0)
+    if not k:
+        return None
+    g = torch.Generator()
+    z = torch.empty((x.shape[0], k, *x.shape[2:]))
+    for i in range(x.shape[0]):
+        # torch's CPU generator keeps only 32 bits of a seed: hash (seed, row) into them
+        g.manual_seed(int(np.random.SeedSequence([seed, first_row + i]).generate_state(1)[0]))
+        z[i] = torch.randn(z.shape[1:], generator=g)
+    return z.to(x.device)
+
+
+def _refiner_of(net: torch.nn.Module) -> torch.nn.Module:
+    return getattr(net, "_orig_mod", net)  # a torch.compile'd refiner keeps its attributes there
+
+
 @torch.inference_mode()
-def refine_batches(refiner: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, bf16: bool, channels_last: bool) -> torch.Tensor:
-    """Refine a N x C x H x W float tensor in [-1, 1] batch by batch; returns float32 on the CPU."""
+def refine_batches(refiner: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, bf16: bool, channels_last: bool,
+                   noise_seed: int = 0) -> torch.Tensor:
+    """Refine a N x C x H x W float tensor in [-1, 1] batch by batch; returns float32 on the CPU.
+    Row i of `images` is row i for the noise input (see row_noise)."""
     out = []
     mf = memory_format(channels_last)
     for s in range(0, images.shape[0], batch_size):
         x = images[s : s + batch_size].to(device, non_blocking=True).contiguous(memory_format=mf)
+        noise = row_noise(_refiner_of(refiner), s, x, noise_seed)
         with autocast(device, bf16):
-            y = refiner(x)
+            y = refiner(x) if noise is None else refiner(x, noise)
         out.append(y.float().cpu())
     return torch.cat(out) if out else images.new_empty((0, *images.shape[1:]))
 
 
 @torch.inference_mode()
-def _refine_stored(refiner, stored: np.ndarray, task: str, batch_size: int, device: torch.device, bf16: bool, channels_last: bool, pad: bool) -> np.ndarray:
+def _refine_stored(refiner, stored: np.ndarray, task: str, batch_size: int, device: torch.device, bf16: bool, channels_last: bool, pad: bool,
+                   first_row: int = 0, noise_seed: int = 0) -> np.ndarray:
     """Stored-format images in, stored-format refined images out, converting one batch at a time:
-    a chunk never exists as float32 in full (4x the uint8 bytes).
+    a chunk never exists as float32 in full (4x the uint8 bytes). `first_row` is the data set's
+    row of stored[0], for the noise input.
 
     `pad` fills a short last batch up to batch_size so a compiled refiner sees one shape only
     (a second shape would recompile, minutes on a loaded CPU); the padding rows are dropped."""
@@ -53,8 +79,9 @@ def _refine_stored(refiner, stored: np.ndarray, task: str, batch_size: int, devi
         if pad and k < batch_size:
             x = torch.cat([x, x.new_zeros((batch_size - k, *x.shape[1:]))])
         x = x.to(device, non_blocking=True).contiguous(memory_format=mf)
+        noise = row_noise(_refiner_of(refiner), first_row + s, x, noise_seed)
         with autocast(device, bf16):
-            y = refiner(x)
+            y = refiner(x) if noise is None else refiner(x, noise)
         y = tensor_to_images(y[:k].float(), task)
         if out is None:
             out = np.empty((n, *y.shape[1:]), dtype=y.dtype)
@@ -84,6 +111,7 @@ def refine_dataset(
     bf16: bool = False,
     channels_last: bool = False,
     compile: bool = False,
+    noise_seed: int = 0,
     progress: bool = True,
     extra_attrs: dict | None = None,
 ) -> int:
@@ -93,7 +121,8 @@ def refine_dataset(
     shards concatenated in order are byte-identical to the single-process output.
     `compile` runs the refiner through torch.compile (with weight freezing): faster per image but
     costs a one-off compilation (about a minute on a busy 2-core CPU), so it pays only on large
-    data sets; see docs/performance.md."""
+    data sets; see docs/performance.md. `noise_seed` draws the noise input of a refiner that takes
+    one, per row (row_noise), so shards reproduce the whole file's noise."""
     if batch_size < 1:
         raise ValueError(f"refine batch_size: expected >= 1, got {batch_size}")
     dev = resolve_device(device)
@@ -113,13 +142,16 @@ def refine_dataset(
             # its own calls, so reading and writing from the pool is safe.
             pending_read: Future = io.submit(next, chunks, None)
             pending_write: Future | None = None
+            row = start
             while True:
                 block = pending_read.result()
                 if block is None:
                     break
                 pending_read = io.submit(next, chunks, None)
                 n = len(block[ds.image_key])
-                block[ds.image_key] = _refine_stored(net, block[ds.image_key], ds.task, batch_size, dev, bf16, channels_last, pad=compile)
+                block[ds.image_key] = _refine_stored(net, block[ds.image_key], ds.task, batch_size, dev, bf16, channels_last, pad=compile,
+                                                     first_row=row, noise_seed=noise_seed)
+                row += n
                 if pending_write is not None:
                     pending_write.result()
                 pending_write = io.submit(w.append, block)

@@ -207,10 +207,15 @@ class SimGANTrainer:
             raise TrainingDiverged(f"training diverged at step {self.step} ({self.phase()}): {name} = {v}; {self._checkpoint_note()}")
         return v
 
+    def _refine(self, x: torch.Tensor) -> torch.Tensor:
+        """The refiner on a training batch; a noise input (if it takes one) comes from the training
+        generator, so a resumed run draws the same noise as an uninterrupted one."""
+        return self.refiner(x, self.refiner.draw_noise(x, self.generator))
+
     def _refiner_pretrain_step(self) -> dict:
         x = self._batch(self.synthetic, self.cfg.batch_size)
         with autocast(self.device, self.cfg.bf16):
-            reg = self_regularization_loss(self.refiner(x), x, self.cfg.psi)
+            reg = self_regularization_loss(self._refine(x), x, self.cfg.psi)
         self.opt_r.zero_grad(set_to_none=True)
         reg.backward()
         self.opt_r.step()
@@ -221,7 +226,7 @@ class SimGANTrainer:
         _set_requires_grad(self.discriminator, False)  # D frozen: no grads computed for it
         try:
             with autocast(self.device, self.cfg.bf16):
-                refined = self.refiner(x)
+                refined = self._refine(x)
                 total, adv, reg = refiner_loss(self.discriminator(refined), refined, x, self.cfg.lam, self.cfg.psi)
             self.opt_r.zero_grad(set_to_none=True)
             total.backward()
@@ -242,7 +247,7 @@ class SimGANTrainer:
         x = self._batch(self.synthetic, b - half if use_history else b)
         real = self._batch(self.real, b)
         with torch.no_grad(), autocast(self.device, self.cfg.bf16):
-            current = self.refiner(x).float()
+            current = self._refine(x).float()
         fake = current
         if use_history:
             fake = torch.cat([current, self.buffer.sample(half, self.generator).to(current.dtype)])
@@ -349,7 +354,9 @@ class SimGANTrainer:
         x = to_model_input(self.synthetic[syn_idx], self.device, self.cfg.channels_last)
         self.refiner.eval()
         with torch.no_grad(), autocast(self.device, self.cfg.bf16):
-            refined = self.refiner(x).float()
+            # the grids' own fixed noise: drawing it from the training generator would make the
+            # training draws depend on sample_every
+            refined = self.refiner(x, self.refiner.draw_noise(x, torch.Generator().manual_seed(self.cfg.seed + 2))).float()
         real = to_model_input(self.real[real_idx], self.device, False)
         return {"synthetic": x.float().cpu(), "refined": refined.cpu(), "real": real.float().cpu()}
 

@@ -73,3 +73,33 @@ def test_residual_refiner_with_zero_head_is_the_identity():
     x[:, :, -3:] = -1.0
     y = r(x)
     assert torch.equal(y[:, :, :10], x[:, :, :10]) and torch.equal(y[:, :, -3:], x[:, :, -3:])
+
+
+def test_noise_refiner_takes_its_noise_beside_the_image():
+    torch.manual_seed(0)
+    r = Refiner(channels=4, blocks=1, residual=True, padding_mode="replicate", noise_channels=2)
+    assert r.stem[0].in_channels == 3  # image + 2 noise channels in, one image out
+    x = torch.rand(3, 1, 16, 16) * 1.8 - 0.9
+    z1 = r.draw_noise(x, torch.Generator().manual_seed(0))
+    z2 = r.draw_noise(x, torch.Generator().manual_seed(1))
+    assert z1.shape == (3, 2, 16, 16)
+    assert torch.equal(z1, r.draw_noise(x, torch.Generator().manual_seed(0)))  # a seed gives the same noise
+    assert r(x, z1).shape == x.shape
+    assert torch.equal(r(x, z1), r(x, z1))
+    assert not torch.equal(r(x, z1), r(x, z2))
+    # a zero head is still the identity, whatever the noise
+    torch.nn.init.zeros_(r.head.weight)
+    torch.nn.init.zeros_(r.head.bias)
+    assert torch.allclose(r(x, z1), x, atol=1e-5)
+
+
+def test_noise_of_the_wrong_shape_or_for_a_deterministic_refiner_is_refused():
+    r = Refiner(channels=4, blocks=1, noise_channels=1)
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"noise: expected shape \(2, 1, 8, 8\)"):
+        r(x, torch.zeros(2, 2, 8, 8))
+    with pytest.raises(ValueError, match="noise_channels=0"):
+        Refiner(channels=4, blocks=1)(x, torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="noise_channels"):
+        Refiner(noise_channels=-1)
+    assert Refiner(channels=4, blocks=1).draw_noise(x) is None

@@ -5,7 +5,7 @@ import torch
 
 from simgan.data.format import open_dataset, write_dataset
 from simgan.nets import Refiner
-from simgan.refine import refine_dataset
+from simgan.refine import refine_batches, refine_dataset
 
 
 def _gaze_file(path, n=300, seed=0):
@@ -58,6 +58,28 @@ def test_shards_concatenate_to_the_whole_file(tmp_path, refiner):
         refine_dataset(src, tmp_path / f"part{i}.h5", refiner, rows=rows, batch_size=32, progress=False)
         parts.append(open_dataset(tmp_path / f"part{i}.h5")["images"])
     assert np.concatenate(parts).tobytes() == open_dataset(tmp_path / "whole.h5")["images"].tobytes()
+
+
+def test_a_noise_refiner_gives_each_row_its_own_noise_whatever_the_batches_or_shards(tmp_path):
+    torch.manual_seed(0)
+    noisy = Refiner(channels=8, blocks=2, residual=True, noise_channels=1).eval()
+    src = tmp_path / "syn.h5"
+    _gaze_file(src, n=150)
+
+    def images(name, **kw):
+        refine_dataset(src, tmp_path / name, noisy, progress=False, **kw)
+        return open_dataset(tmp_path / name)["images"]
+
+    whole = images("whole.h5", batch_size=32, noise_seed=5)
+    assert whole.tobytes() == images("other_batches.h5", batch_size=7, noise_seed=5).tobytes()
+    parts = [images(f"part{i}.h5", rows=rows, batch_size=32, noise_seed=5) for i, rows in enumerate((slice(0, 64), slice(64, 150)))]
+    assert np.concatenate(parts).tobytes() == whole.tobytes()
+    # the seed draws the noise: another seed refines the same images differently
+    assert not np.array_equal(images("seed6.h5", batch_size=32, noise_seed=6), whole)
+    # rows that repeat an image still get their own noise (a deterministic refiner would repeat them)
+    x = torch.from_numpy(np.repeat(open_dataset(src)["images"][:1], 2, axis=0)).float().div(127.5).sub(1).unsqueeze(1)
+    y = refine_batches(noisy, x, 2, torch.device("cpu"), False, False, noise_seed=5)
+    assert not torch.equal(y[0], y[1])
 
 
 def test_bf16_path_stays_within_one_grey_level(tmp_path, refiner):
@@ -118,11 +140,14 @@ def test_refine_settings_read_params_once_for_the_stage_the_shards_and_the_flow(
     assert settings(compile=True)["compile"] is True
     with pytest.raises(ParamsError, match="refine.compile"):
         settings(compile="yes")
+    assert settings(compile=True, seed=7)["noise_seed"] == 7
+    with pytest.raises(ParamsError, match="refine.seed"):
+        settings(seed=-1)
     # the stage passes them on as they are
     calls = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(stage, "refine_dataset", lambda src, dst, net, **kw: calls.append((src, dst, kw)) or 0)
-    settings(compile=True)
+    settings(compile=True, seed=7)
     stage.main(["gaze"])
     (src, dst, kw), = calls
-    assert (src, dst) == ("data/gaze/synthetic.h5", "data/gaze/refined.h5") and kw["compile"] is True
+    assert (src, dst) == ("data/gaze/synthetic.h5", "data/gaze/refined.h5") and kw["compile"] is True and kw["noise_seed"] == 7

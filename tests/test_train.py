@@ -15,12 +15,12 @@ def _data(n=64, seed=0):
     return torch.randint(0, 256, (n, 1, 12, 16), dtype=torch.uint8, generator=g), torch.rand(n, 1, 12, 16, generator=g) * 2 - 1
 
 
-def _trainer(tmp_path, steps, **overrides):
+def _trainer(tmp_path, steps, noise_channels=0, **overrides):
     torch.manual_seed(0)
     syn, real = _data()
     cfg = TrainConfig(**{**dict(steps=steps, pretrain_refiner_steps=3, pretrain_discriminator_steps=2, batch_size=8,
                                history_size=16, checkpoint_every=2, log_every=1, seed=3), **overrides})
-    return SimGANTrainer(Refiner(channels=4, blocks=1), Discriminator(layers=SMALL_D), syn, real, cfg,
+    return SimGANTrainer(Refiner(channels=4, blocks=1, noise_channels=noise_channels), Discriminator(layers=SMALL_D), syn, real, cfg,
                          checkpoint_path=tmp_path / "ckpt.pt", progress=False)
 
 
@@ -28,12 +28,13 @@ def _weights(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-def test_resume_gives_bitwise_identical_weights(tmp_path):
-    straight = _trainer(tmp_path / "a", steps=8)
+@pytest.mark.parametrize("noise_channels", [0, 1], ids=["deterministic", "noise-input"])
+def test_resume_gives_bitwise_identical_weights(tmp_path, noise_channels):
+    straight = _trainer(tmp_path / "a", steps=8, noise_channels=noise_channels)
     straight.run()
-    half = _trainer(tmp_path / "b", steps=4)  # stops at step 3 + 2 + 4 = 9 of 13
+    half = _trainer(tmp_path / "b", steps=4, noise_channels=noise_channels)  # stops at step 3 + 2 + 4 = 9 of 13
     half.run()
-    resumed = _trainer(tmp_path / "b", steps=8)
+    resumed = _trainer(tmp_path / "b", steps=8, noise_channels=noise_channels)
     assert resumed.maybe_resume() and resumed.step == 9
     resumed.run()
     for a, b in ((straight.refiner, resumed.refiner), (straight.discriminator, resumed.discriminator)):
@@ -191,3 +192,20 @@ def test_crop_trains_on_windows_of_the_images_and_the_refiner_still_takes_whole_
     assert _trainer(tmp_path / "b", steps=1).train_shape == (1, 12, 16)
     with pytest.raises(ValueError, match=r"train.crop: expected 0 \(whole images\) or 8..12 \(the images are 12 x 16\), got 13"):
         _trainer(tmp_path / "c", steps=1, crop=13)
+
+
+def test_a_noise_refiner_trains_on_fresh_noise_and_its_sample_grids_do_not_move_the_training_draws(tmp_path):
+    with_grids = _trainer(tmp_path / "a", steps=4, noise_channels=1, sample_every=1)
+    with_grids.on_sample = lambda step, grids: None
+    with_grids.run()
+    without = _trainer(tmp_path / "b", steps=4, noise_channels=1)
+    without.run()
+    wa, wb = _weights(with_grids.refiner), _weights(without.refiner)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the noise reaches the refiner: the same image refines differently under two draws
+    x = torch.rand(2, 1, 12, 16) * 1.6 - 0.8
+    r = without.refiner.eval()
+    with torch.no_grad():
+        a = r(x, r.draw_noise(x, torch.Generator().manual_seed(0)))
+        b = r(x, r.draw_noise(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, b)
