@@ -41,8 +41,11 @@ def row_noise(refiner: torch.nn.Module, first_row: int, x: torch.Tensor, seed: i
     return z.to(x.device)
 
 
-def _refiner_of(net: torch.nn.Module) -> torch.nn.Module:
-    return getattr(net, "_orig_mod", net)  # a torch.compile'd refiner keeps its attributes there
+def _refine_rows(net: torch.nn.Module, x: torch.Tensor, first_row: int, noise_seed: int) -> torch.Tensor:
+    """net(x) for rows first_row, ... of a data set, with their noise input if the refiner takes one
+    (a torch.compile'd refiner keeps its attributes on `_orig_mod`)."""
+    noise = row_noise(getattr(net, "_orig_mod", net), first_row, x, noise_seed)
+    return net(x) if noise is None else net(x, noise)
 
 
 @torch.inference_mode()
@@ -54,9 +57,8 @@ def refine_batches(refiner: torch.nn.Module, images: torch.Tensor, batch_size: i
     mf = memory_format(channels_last)
     for s in range(0, images.shape[0], batch_size):
         x = images[s : s + batch_size].to(device, non_blocking=True).contiguous(memory_format=mf)
-        noise = row_noise(_refiner_of(refiner), s, x, noise_seed)
         with autocast(device, bf16):
-            y = refiner(x) if noise is None else refiner(x, noise)
+            y = _refine_rows(refiner, x, s, noise_seed)
         out.append(y.float().cpu())
     return torch.cat(out) if out else images.new_empty((0, *images.shape[1:]))
 
@@ -79,9 +81,8 @@ def _refine_stored(refiner, stored: np.ndarray, task: str, batch_size: int, devi
         if pad and k < batch_size:
             x = torch.cat([x, x.new_zeros((batch_size - k, *x.shape[1:]))])
         x = x.to(device, non_blocking=True).contiguous(memory_format=mf)
-        noise = row_noise(_refiner_of(refiner), first_row + s, x, noise_seed)
         with autocast(device, bf16):
-            y = refiner(x) if noise is None else refiner(x, noise)
+            y = _refine_rows(refiner, x, first_row + s, noise_seed)
         y = tensor_to_images(y[:k].float(), task)
         if out is None:
             out = np.empty((n, *y.shape[1:]), dtype=y.dtype)
