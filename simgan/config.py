@@ -30,6 +30,11 @@ def non_negative(v) -> str | None:
     return None if v >= 0 and (not isinstance(v, float) or math.isfinite(v)) else "a finite number >= 0"
 
 
+def bf16_setting(v) -> str | None:
+    """A `bf16` key: true, false or "auto" (simgan.device.resolve_bf16: on where it is fast)."""
+    return None if isinstance(v, bool) or v == "auto" else "true, false or 'auto'"
+
+
 def one_of(*choices) -> Callable[[Any], str | None]:
     def check(v):
         return None if v in choices else f"one of {list(choices)}"

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from simgan.config import bf16_setting
 from simgan.device import autocast, memory_format, resolve_device, to_model_input
 from simgan.history import HistoryBuffer
 from simgan.io import SimganError, atomic_path
@@ -70,7 +71,7 @@ class TrainConfig:
     crop: int = 0
     seed: int = 0
     device: str = "cpu"
-    bf16: bool = False
+    bf16: bool | str = False  # True, False or "auto" (simgan.device.resolve_bf16)
     channels_last: bool = False
     checkpoint_every: int = 200
     log_every: int = 10
@@ -102,6 +103,8 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"train.{name}: expected {expected}, got {getattr(self, name)!r}")
+        if bf16_setting(self.bf16):
+            raise ValueError(f"train.bf16: expected {bf16_setting(self.bf16)}, got {self.bf16!r}")
         get_psi(self.psi)
         for name, n in (("synthetic", n_synthetic), ("real", n_real)):
             if n is not None and n < self.batch_size:

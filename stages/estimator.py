@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from simgan.augment import photometric_augment
-from simgan.config import ParamsError, one_of, positive
+from simgan.config import ParamsError, bf16_setting, one_of, positive
 from simgan.data.format import open_dataset
 from simgan.estimators import LR_SCHEDULES, save_estimator, train_estimator
 from simgan.io import write_text_atomic
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> None:
         net_kwargs=p.section(f"{key}.net"),
         augment=augment,
         rotation_deg=p.get(f"{key}.rotation_deg", (int, float), default=0.0),
-        bf16=p.get(f"{key}.bf16", bool),
+        bf16=p.get(f"{key}.bf16", (bool, str), bf16_setting),
         channels_last=p.get(f"{key}.channels_last", bool),
         device=device,
         log_every=p.get(f"{key}.log_every", int, positive, default=100),

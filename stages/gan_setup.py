@@ -18,6 +18,7 @@ USER_TASK_PRESET_TABLE = "gaze"
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 FIELD_KINDS = {f.name: (list, tuple) if isinstance(f.default, tuple) else type(f.default) for f in dataclasses.fields(TrainConfig)}
+FIELD_KINDS["bf16"] = (bool, str)  # true, false or "auto", checked by TrainConfig.validate
 
 
 def load_images(task: str, split: str) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simgan.config import ParamsError, non_negative, positive
+from simgan.config import ParamsError, bf16_setting, non_negative, positive
 from simgan.refine import refine_dataset
 from simgan.train import load_checkpoint, load_refiner
 from stages.common import TASK_ARG, Params, check_task, data_path, device_param, run_stage
@@ -26,7 +26,7 @@ def refine_settings(task: str, root: str | Path = ".") -> dict:
         refiner=str(refiner),
         batch_size=p.get("refine.batch_size", int, positive),
         device=device_param(p, "refine.device"),
-        bf16=p.get("refine.bf16", bool),
+        bf16=p.get("refine.bf16", (bool, str), bf16_setting),
         channels_last=p.get("refine.channels_last", bool),
         compile=p.get("refine.compile", bool, default=False),
         noise_seed=p.get("refine.seed", int, non_negative, default=0),
