@@ -2,7 +2,7 @@
 
 Every size is a keyword argument, so the paper's networks and the smaller CPU default are the same
 code; `refiner_preset` / `discriminator_preset` hold the paper's gaze and hand configurations
-(shared/REFERENCE.md sec. 2).
+(Shrivastava et al. 2017, sec. 3.1 and 3.2; docs/paper.md).
 
 Conventions (one place): images are N x C x H x W in [-1, 1] (gaze: H=35, W=55 -- never
 transposed); the refiner ends in tanh so its output lives in the same range; the discriminator
@@ -175,7 +175,7 @@ class Discriminator(nn.Module):
         return self.head(h)
 
 
-# Presets: "paper" is REFERENCE.md sec. 2; "cpu" is the default profile's smaller size, measured to
+# Presets: "paper" is the paper's sec. 3.1 / 3.2 (docs/paper.md); "cpu" is the default profile's smaller size, measured to
 # train in minutes on 2 cores (same code, fewer channels).
 REFINER_PRESETS = {
     "gaze": {"paper": dict(channels=64, blocks=4, kernel=3),

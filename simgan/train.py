@@ -59,7 +59,7 @@ class TrainConfig:
     # The discriminator's own lr (two time-scale updates); 0 means the refiner's. 1e-3 and 2e-3 on
     # the hand GAN gave no downstream gain (docs/experiments.md), so the defaults leave it at 0.
     lr_discriminator: float = 0.0
-    betas: tuple[float, float] = (0.5, 0.999)  # beta1 0.9 let D win within 100 steps (REFERENCE sec. 6)
+    betas: tuple[float, float] = (0.5, 0.999)  # beta1 0.9 let D win within 100 steps (docs/paper.md, the CPU prototype)
     momentum: float = 0.0  # sgd only
     lam: float = 1.0  # self-regularization weight, per-pixel-mean L1 vs per-patch-mean CE
     psi: str = "identity"
