@@ -25,10 +25,22 @@ NAMES = ("ceiling", "train", "refine", "memory", "scaling", "simulators", "impor
 def simulators(full: bool) -> dict:
     """The simulator benchmark is its own script (benchmarks/bench_simulators.py); run it short, into
     a separate JSON so its full-size results file stays as its owner wrote it."""
-    args = ["--n-eyes", "10000" if full else "1000", "--n-hands", "2000" if full else "300", "--repeats", "3" if full else "2",
-            "--samples", "", "--json", "benchmarks/results/simulators_run.json"]
+    args = [
+        "--n-eyes",
+        "10000" if full else "1000",
+        "--n-hands",
+        "2000" if full else "300",
+        "--repeats",
+        "3" if full else "2",
+        "--samples",
+        "",
+        "--json",
+        "benchmarks/results/simulators_run.json",
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "benchmarks/bench_simulators.py", *args], cwd=ROOT, text=True, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_simulators.py", *args], cwd=ROOT, text=True, capture_output=True
+    )
     print(proc.stdout[-3000:], end="")
     if proc.returncode != 0:
         raise RuntimeError(f"bench_simulators failed: {proc.stderr[-2000:]}")
@@ -53,10 +65,22 @@ def bars(results: dict) -> list[dict]:
         bar("refinement vs naive (16 per batch)", p["x_naive_b16"], ">= 3", p["x_naive_b16"] >= 3, "x")
         if "compiled" in rows:
             c = rows["compiled"]
-            bar("refinement (eager), fraction of bf16 matmul ceiling", p["fraction_of_bf16_ceiling"], "(reported)", True)
-            bar("refinement (compile=True), fraction of bf16 ceiling", c["fraction_of_bf16_ceiling"], ">= 0.60", c["fraction_of_bf16_ceiling"] >= 0.6)
+            bar(
+                "refinement (eager), fraction of bf16 matmul ceiling", p["fraction_of_bf16_ceiling"], "(reported)", True
+            )
+            bar(
+                "refinement (compile=True), fraction of bf16 ceiling",
+                c["fraction_of_bf16_ceiling"],
+                ">= 0.60",
+                c["fraction_of_bf16_ceiling"] >= 0.6,
+            )
         else:
-            bar("refinement, fraction of bf16 matmul ceiling", p["fraction_of_bf16_ceiling"], ">= 0.60", p["fraction_of_bf16_ceiling"] >= 0.6)
+            bar(
+                "refinement, fraction of bf16 matmul ceiling",
+                p["fraction_of_bf16_ceiling"],
+                ">= 0.60",
+                p["fraction_of_bf16_ceiling"] >= 0.6,
+            )
         for k in [k for k in results["refine"] if k.startswith("accuracy_")]:
             a = results["refine"][k]["within_1_grey_level"]
             bar(f"bf16 within 1 grey level ({k.split('_', 1)[1]})", a, ">= 0.99", a >= 0.99)
@@ -69,7 +93,13 @@ def bars(results: dict) -> list[dict]:
         bar("refinement peak RSS growth over N", m["refine_growth_bytes"] / (1 << 20), "flat", m["refine_flat"], "MiB")
         hist = [r for r in m["results"] if r["kind"] == "train_history"]
         if hist:
-            bar(f"training peak RSS with B={hist[0]['history_size']} history", hist[0]["peak_rss_gib"], "(reported)", True, "GiB")
+            bar(
+                f"training peak RSS with B={hist[0]['history_size']} history",
+                hist[0]["peak_rss_gib"],
+                "(reported)",
+                True,
+                "GiB",
+            )
     return out
 
 
@@ -85,10 +115,16 @@ def main(argv=None) -> int:
     results, seconds = {}, {}
     plan = {
         "ceiling": lambda: bench_ceiling.run((1, 2), 3),
-        "train": lambda: bench_train.run((64, 512) if full else (64,), (1, 2) if full else (1,), 3 if full else 2, 2000 if full else 1000),
+        "train": lambda: bench_train.run(
+            (64, 512) if full else (64,), (1, 2) if full else (1,), 3 if full else 2, 2000 if full else 1000
+        ),
         "refine": lambda: bench_refine.run(n=1024, n_naive=128 if full else 64, repeats=3, variants=full, compile=True),
-        "memory": lambda: bench_memory.run((10_000, 100_000, 1_000_000) if full else (10_000, 100_000), 131_072, 1024 if full else 0),
-        "scaling": lambda: bench_scaling.run((500, 1000, 2000) if full else (250, 500, 1000), (1000, 2000, 4000) if full else (500, 1000, 2000), 2),
+        "memory": lambda: bench_memory.run(
+            (10_000, 100_000, 1_000_000) if full else (10_000, 100_000), 131_072, 1024 if full else 0
+        ),
+        "scaling": lambda: bench_scaling.run(
+            (500, 1000, 2000) if full else (250, 500, 1000), (1000, 2000, 4000) if full else (500, 1000, 2000), 2
+        ),
         "simulators": lambda: simulators(full),
         "importers": lambda: bench_importers.run(2000 if full else 1000, 3 if full else 2),
     }
@@ -102,10 +138,34 @@ def main(argv=None) -> int:
     checks = bars(results)
     total = time.perf_counter() - t0
     print("\n=== bars ===")
-    print(table(checks, [("bar", "bar", "s"), ("value", "measured", ".3f"), ("unit", "", "s"), ("target", "target", "s"), ("pass", "pass", "")]))
-    print(f"total {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); load average {load_before[0]:.2f} -> {load()[0]:.2f}")
-    write_result("summary", {"machine": machine(), "profile": "full" if full else "short", "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
-                             "load_before": load_before, "load_after": load(), "seconds": seconds, "total_s": total, "bars": checks})
+    print(
+        table(
+            checks,
+            [
+                ("bar", "bar", "s"),
+                ("value", "measured", ".3f"),
+                ("unit", "", "s"),
+                ("target", "target", "s"),
+                ("pass", "pass", ""),
+            ],
+        )
+    )
+    print(
+        f"total {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); load average {load_before[0]:.2f} -> {load()[0]:.2f}"
+    )
+    write_result(
+        "summary",
+        {
+            "machine": machine(),
+            "profile": "full" if full else "short",
+            "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+            "load_before": load_before,
+            "load_after": load(),
+            "seconds": seconds,
+            "total_s": total,
+            "bars": checks,
+        },
+    )
     return 0 if all(c["pass"] for c in checks) else 1
 
 

@@ -46,14 +46,37 @@ def run(n: int = 2000, repeats: int = 3, workers=(1, 2)) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_importers_") as tmp_name:
         tmp = Path(tmp_name)
         folder, kaggle = write_inputs(tmp, n)
-        fns = {f"folder_w{w}": (lambda w=w: import_folder(folder, tmp / f"folder_w{w}.h5", FolderConfig(size=(35, 55), crop="none", workers=w))) for w in workers}
+        fns = {
+            f"folder_w{w}": (
+                lambda w=w: import_folder(
+                    folder, tmp / f"folder_w{w}.h5", FolderConfig(size=(35, 55), crop="none", workers=w)
+                )
+            )
+            for w in workers
+        }
         fns["kaggle"] = lambda: import_kaggle(kaggle, tmp / "kaggle.h5")
         times = interleaved(fns, repeats)
     rows = [{"importer": name, "n": n, **{k: v for k, v in summary(t, n).items()}} for name, t in times.items()]
     for r in rows:
         r["images_per_s"] = r.pop("per_s")
-    report = {"machine": machine(), "load_before": load_before, "load_after": load(), "repeats": repeats, "results": rows}
-    print(table(rows, [("importer", "importer", "s"), ("n", "N", "d"), ("median_s", "s", ".2f"), ("images_per_s", "img/s", ".0f")]))
+    report = {
+        "machine": machine(),
+        "load_before": load_before,
+        "load_after": load(),
+        "repeats": repeats,
+        "results": rows,
+    }
+    print(
+        table(
+            rows,
+            [
+                ("importer", "importer", "s"),
+                ("n", "N", "d"),
+                ("median_s", "s", ".2f"),
+                ("images_per_s", "img/s", ".0f"),
+            ],
+        )
+    )
     print(f"load average {load_before[0]:.2f} -> {report['load_after'][0]:.2f}")
     write_result("importers", report)
     return report

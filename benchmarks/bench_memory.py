@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import load, machine, peak_rss_bytes, run_child, table, write_result
 
 GIB = 1 << 30
@@ -57,12 +55,22 @@ def child_refine(src: str, rows: int, size: str, batch: int) -> dict:
     dst = Path(tempfile.mkdtemp(prefix="bench_mem_")) / "refined.h5"
     t0 = time.perf_counter()
     try:
-        refine_dataset(src, dst, refiner, rows=slice(0, rows), batch_size=batch, bf16=True, channels_last=True, progress=False)
+        refine_dataset(
+            src, dst, refiner, rows=slice(0, rows), batch_size=batch, bf16=True, channels_last=True, progress=False
+        )
         seconds = time.perf_counter() - t0
     finally:
         shutil.rmtree(dst.parent, ignore_errors=True)
-    return {"kind": "refine", "refiner": size, "n": rows, "batch": batch, "seconds": seconds, "images_per_s": rows / seconds,
-            "peak_rss_before_bytes": before, "peak_rss_bytes": peak_rss_bytes()}
+    return {
+        "kind": "refine",
+        "refiner": size,
+        "n": rows,
+        "batch": batch,
+        "seconds": seconds,
+        "images_per_s": rows / seconds,
+        "peak_rss_before_bytes": before,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
 
 
 def child_history(capacity: int, batch: int, steps: int) -> dict:
@@ -76,8 +84,23 @@ def child_history(capacity: int, batch: int, steps: int) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     data = torch.randint(0, 256, (4096, 1, 35, 55), dtype=torch.uint8)
-    cfg = TrainConfig(steps=10**6, pretrain_refiner_steps=0, pretrain_discriminator_steps=0, batch_size=batch, history_size=capacity, bf16=True, channels_last=True)
-    t = SimGANTrainer(Refiner(**refiner_preset("gaze", "cpu")), Discriminator(**discriminator_preset("gaze", "cpu")), data, data, cfg, progress=False)
+    cfg = TrainConfig(
+        steps=10**6,
+        pretrain_refiner_steps=0,
+        pretrain_discriminator_steps=0,
+        batch_size=batch,
+        history_size=capacity,
+        bf16=True,
+        channels_last=True,
+    )
+    t = SimGANTrainer(
+        Refiner(**refiner_preset("gaze", "cpu")),
+        Discriminator(**discriminator_preset("gaze", "cpu")),
+        data,
+        data,
+        cfg,
+        progress=False,
+    )
     stages = {"constructed": peak_rss_bytes()}
     g = torch.Generator().manual_seed(0)
     for s in range(0, capacity, 8192):
@@ -86,15 +109,23 @@ def child_history(capacity: int, batch: int, steps: int) -> dict:
     for _ in range(steps):
         t.train_step()
     stages["after_steps"] = peak_rss_bytes()
-    return {"kind": "train_history", "history_size": capacity, "buffer_bytes": t.buffer.images.numel() * t.buffer.images.element_size(),
-            "batch": batch, "steps": steps, "buffer_full": t.buffer.full, "peak_rss_by_stage_bytes": stages, "peak_rss_bytes": peak_rss_bytes()}
+    return {
+        "kind": "train_history",
+        "history_size": capacity,
+        "buffer_bytes": t.buffer.images.numel() * t.buffer.images.element_size(),
+        "batch": batch,
+        "steps": steps,
+        "buffer_full": t.buffer.full,
+        "peak_rss_by_stage_bytes": stages,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
 
 
 def child_floor() -> dict:
     """What importing torch and simgan costs before any work: the baseline of every child."""
     import torch  # noqa: F401
 
-    import simgan.refine  # noqa: F401
+    import simgan.refine
     import simgan.train  # noqa: F401
 
     return {"kind": "import_floor", "peak_rss_bytes": peak_rss_bytes()}
@@ -109,30 +140,65 @@ def run(ns=(10_000, 100_000, 1_000_000), history: int = 131_072, paper_n: int = 
         need = 2.2 * ns[-1] * 35 * 55  # source + refined output, with HDF5 overhead
         free = shutil.disk_usage(tmp).free
         if free < need:
-            raise SystemExit(f"bench_memory: {tmp} has {free / GIB:.1f} GiB free, need {need / GIB:.1f} GiB for N = {ns[-1]}; pass smaller --ns")
+            raise SystemExit(
+                f"bench_memory: {tmp} has {free / GIB:.1f} GiB free, need {need / GIB:.1f} GiB for N = {ns[-1]}; pass smaller --ns"
+            )
         write_s = write_big_source(src, ns[-1])
         print(f"wrote {ns[-1]} images ({src.stat().st_size / GIB:.2f} GiB) in {write_s:.1f} s", flush=True)
         for n in ns:
-            rows.append(run_child("benchmarks.bench_memory", ["--child", "refine", "--src", str(src), "--rows", str(n), "--size", "tiny"], timeout))
-            print(f"refine N={n}: peak RSS {rows[-1]['peak_rss_bytes'] / GIB:.3f} GiB, {rows[-1]['seconds']:.1f} s", flush=True)
+            rows.append(
+                run_child(
+                    "benchmarks.bench_memory",
+                    ["--child", "refine", "--src", str(src), "--rows", str(n), "--size", "tiny"],
+                    timeout,
+                )
+            )
+            print(
+                f"refine N={n}: peak RSS {rows[-1]['peak_rss_bytes'] / GIB:.3f} GiB, {rows[-1]['seconds']:.1f} s",
+                flush=True,
+            )
         if paper_n:
-            rows.append(run_child("benchmarks.bench_memory", ["--child", "refine", "--src", str(src), "--rows", str(paper_n), "--size", "paper"], timeout))
+            rows.append(
+                run_child(
+                    "benchmarks.bench_memory",
+                    ["--child", "refine", "--src", str(src), "--rows", str(paper_n), "--size", "paper"],
+                    timeout,
+                )
+            )
     if history:
         rows.append(run_child("benchmarks.bench_memory", ["--child", "history", "--history", str(history)], timeout))
     for r in rows:
         r["peak_rss_gib"] = r["peak_rss_bytes"] / GIB
     refine_peaks = [r["peak_rss_bytes"] for r in rows if r["kind"] == "refine" and r["refiner"] == "tiny"]
     report = {
-        "machine": machine(), "load_before": load_before, "load_after": load(), "source_write_s": write_s, "results": rows,
+        "machine": machine(),
+        "load_before": load_before,
+        "load_after": load(),
+        "source_write_s": write_s,
+        "results": rows,
         "bar_bytes": BAR_BYTES,
         "refine_under_bar": max(refine_peaks) < BAR_BYTES,
         # flat: the largest N costs at most 10% (or 64 MiB) more than the smallest
         "refine_growth_bytes": refine_peaks[-1] - refine_peaks[0],
         "refine_flat": refine_peaks[-1] - refine_peaks[0] < max(0.1 * refine_peaks[0], 64 << 20),
     }
-    print(table(rows, [("kind", "what", "s"), ("refiner", "refiner", "s"), ("n", "N", "d"), ("history_size", "B", "d"), ("seconds", "s", ".1f"), ("peak_rss_gib", "peak RSS GiB", ".3f")]))
-    print(f"refinement peak RSS {'under' if report['refine_under_bar'] else 'OVER'} 1.5 GiB, growth from N={ns[0]} to N={ns[-1]}: "
-          f"{report['refine_growth_bytes'] / (1 << 20):.0f} MiB ({'flat' if report['refine_flat'] else 'GROWS'})")
+    print(
+        table(
+            rows,
+            [
+                ("kind", "what", "s"),
+                ("refiner", "refiner", "s"),
+                ("n", "N", "d"),
+                ("history_size", "B", "d"),
+                ("seconds", "s", ".1f"),
+                ("peak_rss_gib", "peak RSS GiB", ".3f"),
+            ],
+        )
+    )
+    print(
+        f"refinement peak RSS {'under' if report['refine_under_bar'] else 'OVER'} 1.5 GiB, growth from N={ns[0]} to N={ns[-1]}: "
+        f"{report['refine_growth_bytes'] / (1 << 20):.0f} MiB ({'flat' if report['refine_flat'] else 'GROWS'})"
+    )
     print(f"load average {load_before[0]:.2f} -> {report['load_after'][0]:.2f}")
     write_result(f"memory_{ns[-1]}", report)
     return report

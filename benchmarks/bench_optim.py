@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 from unittest import mock
 
-import numpy as np
 import torch
 
 from benchmarks.common import interleaved, load, machine, summary, table, threads, write_result
 from simgan import estimators, optim, train
+from simgan.estimators import training as estimator_training
 from simgan.sim.eyes import render_eyes
 from simgan.sim.hands import render_hands
 
@@ -37,14 +37,26 @@ def estimator_case(task: str, steps: int):
     else:
         d = render_hands(1000, seed=0, domain="synthetic", size=64, workers=1)
         images, labels = d["depth"], d["joints"]
-        kw = dict(lr=0.006, lr_schedule="cosine", rotation_deg=20.0,
-                  net_kwargs={"stacks": 2, "channels": 16, "in_size": 64, "heatmap_size": 16, "depth": 2, "sigma": 1.0,
-                              "heatmap_loss": "softmax"})
+        kw = dict(
+            lr=0.006,
+            lr_schedule="cosine",
+            rotation_deg=20.0,
+            net_kwargs={
+                "stacks": 2,
+                "channels": 16,
+                "in_size": 64,
+                "heatmap_size": 16,
+                "depth": 2,
+                "sigma": 1.0,
+                "heatmap_loss": "softmax",
+            },
+        )
     losses = {}
 
     def run(name):
-        _, hist = estimators.train_estimator(task, images, labels, steps=steps, batch_size=32, seed=0, bf16=True,
-                                             channels_last=True, **kw)
+        _, hist = estimators.train_estimator(
+            task, images, labels, steps=steps, batch_size=32, seed=0, bf16=True, channels_last=True, **kw
+        )
         losses[name] = hist[-1]["loss"]
 
     return run, losses, steps * 32
@@ -55,15 +67,31 @@ def gan_case(steps: int):
 
     synthetic = images_to_tensor(render_eyes(1000, seed=0, domain="synthetic", workers=1)["images"], "gaze")
     real = images_to_tensor(render_eyes(1000, seed=1, domain="real", workers=1)["images"], "gaze")
-    cfg = train.TrainConfig(batch_size=32, k_g=2, k_d=1, lr=2e-4, betas=(0.5, 0.999), lam=10.0, history_size=640,
-                            seed=0, bf16=True, channels_last=True, pretrain_refiner_steps=0,
-                            pretrain_discriminator_steps=0, steps=steps)
+    cfg = train.TrainConfig(
+        batch_size=32,
+        k_g=2,
+        k_d=1,
+        lr=2e-4,
+        betas=(0.5, 0.999),
+        lam=10.0,
+        history_size=640,
+        seed=0,
+        bf16=True,
+        channels_last=True,
+        pretrain_refiner_steps=0,
+        pretrain_discriminator_steps=0,
+        steps=steps,
+    )
     losses = {}
 
     def run(name):
-        r, d, _, _ = train.build_networks("gaze", "cpu", seed=0, refiner={"channels": 32, "blocks": 4, "kernel": 3,
-                                                                           "residual": True, "padding_mode": "replicate"},
-                                          discriminator={"width": 1.0})
+        r, d, _, _ = train.build_networks(
+            "gaze",
+            "cpu",
+            seed=0,
+            refiner={"channels": 32, "blocks": 4, "kernel": 3, "residual": True, "padding_mode": "replicate"},
+            discriminator={"width": 1.0},
+        )
         trainer = train.SimGANTrainer(r, d, synthetic, real, cfg, progress=False)
         for _ in range(steps):
             row = trainer.train_step()
@@ -91,22 +119,58 @@ def main() -> None:
             def with_optimizer(name, make):
                 # the training loops build their Adam through simgan.optim.adam, imported by name
                 def call():
-                    with mock.patch.object(estimators, "adam", make), mock.patch.object(train, "adam", make):
+                    with mock.patch.object(estimator_training, "adam", make), mock.patch.object(train, "adam", make):
                         run(name)
+
                 return call
 
-            times = interleaved({"per_tensor": with_optimizer("per_tensor", per_tensor_adam),
-                                 "fused": with_optimizer("fused", optim.adam)}, args.repeats)
+            times = interleaved(
+                {
+                    "per_tensor": with_optimizer("per_tensor", per_tensor_adam),
+                    "fused": with_optimizer("fused", optim.adam),
+                },
+                args.repeats,
+            )
             s_base, s_fused = summary(times["per_tensor"], work), summary(times["fused"], work)
-            rows.append({"case": case, "steps": args.steps, "per_tensor_s": s_base["median_s"], "fused_s": s_fused["median_s"],
-                         "x_per_tensor": s_base["median_s"] / s_fused["median_s"], "loss_per_tensor": losses["per_tensor"],
-                         "loss_fused": losses["fused"], "all_per_tensor_s": times["per_tensor"], "all_fused_s": times["fused"]})
-            print(table(rows[-1:], [("case", "case", "s"), ("steps", "steps", "d"), ("per_tensor_s", "per-tensor s", ".2f"),
-                                     ("fused_s", "fused s", ".2f"), ("x_per_tensor", "fused vs per-tensor", ".2f"),
-                                     ("loss_per_tensor", "loss (per-tensor)", ".5g"), ("loss_fused", "loss (fused)", ".5g")]),
-                  flush=True)
-    path = write_result("optim", {"machine": machine(), "threads": args.threads, "repeats": args.repeats,
-                                  "load_before": load_before, "load_after": load(), "results": rows})
+            rows.append(
+                {
+                    "case": case,
+                    "steps": args.steps,
+                    "per_tensor_s": s_base["median_s"],
+                    "fused_s": s_fused["median_s"],
+                    "x_per_tensor": s_base["median_s"] / s_fused["median_s"],
+                    "loss_per_tensor": losses["per_tensor"],
+                    "loss_fused": losses["fused"],
+                    "all_per_tensor_s": times["per_tensor"],
+                    "all_fused_s": times["fused"],
+                }
+            )
+            print(
+                table(
+                    rows[-1:],
+                    [
+                        ("case", "case", "s"),
+                        ("steps", "steps", "d"),
+                        ("per_tensor_s", "per-tensor s", ".2f"),
+                        ("fused_s", "fused s", ".2f"),
+                        ("x_per_tensor", "fused vs per-tensor", ".2f"),
+                        ("loss_per_tensor", "loss (per-tensor)", ".5g"),
+                        ("loss_fused", "loss (fused)", ".5g"),
+                    ],
+                ),
+                flush=True,
+            )
+    path = write_result(
+        "optim",
+        {
+            "machine": machine(),
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "load_before": load_before,
+            "load_after": load(),
+            "results": rows,
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -27,10 +27,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import bench_device, ceiling_fns, conv_flops, interleaved, load, machine, pop_ceiling, summary, table, threads, write_result
+from benchmarks.common import (
+    bench_device,
+    ceiling_fns,
+    conv_flops,
+    interleaved,
+    load,
+    machine,
+    pop_ceiling,
+    summary,
+    table,
+    threads,
+    write_result,
+)
 from simgan.data.format import DatasetWriter, images_to_tensor, open_dataset, tensor_to_images
 from simgan.nets import Refiner, refiner_preset
 from simgan.refine import _refine_stored, refine_batches, refine_dataset
+
 
 def make_source(tmp: Path, n: int) -> tuple[Path, list[Path]]:
     """A rendered gaze data set as HDF5, and the same images as PNG files for the naive path."""
@@ -68,7 +81,9 @@ def serial_refine(src: Path, dst: Path, refiner, batch_size: int, device, bf16: 
         with DatasetWriter(dst, {**ds.attrs, "domain": "refined"}, chunk_rows=ds.chunk_rows, require_labels=False) as w:
             for block in ds.iter_chunks():
                 x = images_to_tensor(block[ds.image_key], ds.task)
-                block[ds.image_key] = tensor_to_images(refine_batches(refiner, x, batch_size, device, bf16, channels_last), ds.task)
+                block[ds.image_key] = tensor_to_images(
+                    refine_batches(refiner, x, batch_size, device, bf16, channels_last), ds.task
+                )
                 w.append(block)
 
 
@@ -76,12 +91,19 @@ def grey_level_agreement(refiner: torch.nn.Module, images: np.ndarray, other: np
     """Fraction of pixels where the bf16 + channels_last output (or `other`, refined elsewhere)
     is within 1 grey level of fp32."""
     dev = torch.device("cpu")
-    fp32 = _refine_stored(copy.deepcopy(refiner).eval(), images, "gaze", 256, dev, False, False, pad=False).astype(np.int16)
+    fp32 = _refine_stored(copy.deepcopy(refiner).eval(), images, "gaze", 256, dev, False, False, pad=False).astype(
+        np.int16
+    )
     if other is None:
         cl = copy.deepcopy(refiner).eval().to(memory_format=torch.channels_last)
         other = _refine_stored(cl, images, "gaze", 256, dev, True, True, pad=False)
     d = np.abs(fp32 - other.astype(np.int16))
-    return {"n_images": len(images), "within_1_grey_level": float((d <= 1).mean()), "max_diff": int(d.max()), "mean_abs_diff": float(d.mean())}
+    return {
+        "n_images": len(images),
+        "within_1_grey_level": float((d <= 1).mean()),
+        "max_diff": int(d.max()),
+        "mean_abs_diff": float(d.mean()),
+    }
 
 
 def trained_a_little(refiner: Refiner, images: np.ndarray, steps: int = 6) -> Refiner:
@@ -93,21 +115,49 @@ def trained_a_little(refiner: Refiner, images: np.ndarray, steps: int = 6) -> Re
     torch.manual_seed(1)
     r = copy.deepcopy(refiner)
     t = torch.from_numpy(images).unsqueeze(1)
-    cfg = TrainConfig(steps=steps, pretrain_refiner_steps=2, pretrain_discriminator_steps=1, batch_size=8, lr=1e-3, history_size=64, bf16=True, channels_last=True)
-    trainer = SimGANTrainer(r, Discriminator(**discriminator_preset("gaze", "paper")), t, t.flip(-1).contiguous(), cfg, progress=False)
+    cfg = TrainConfig(
+        steps=steps,
+        pretrain_refiner_steps=2,
+        pretrain_discriminator_steps=1,
+        batch_size=8,
+        lr=1e-3,
+        history_size=64,
+        bf16=True,
+        channels_last=True,
+    )
+    trainer = SimGANTrainer(
+        r, Discriminator(**discriminator_preset("gaze", "paper")), t, t.flip(-1).contiguous(), cfg, progress=False
+    )
     for _ in range(cfg.total_steps):
         trainer.train_step()
     return r.to(memory_format=torch.contiguous_format).eval()
 
 
-def run(n: int = 1024, n_naive: int = 128, repeats: int = 3, n_threads: int = 1, batch: int = 32, variants: bool = False, compile: bool = False) -> dict:
+def run(
+    n: int = 1024,
+    n_naive: int = 128,
+    repeats: int = 3,
+    n_threads: int = 1,
+    batch: int = 32,
+    variants: bool = False,
+    compile: bool = False,
+) -> dict:
     device = bench_device()
     load_before = load()
     torch.manual_seed(0)
     base = Refiner(**refiner_preset("gaze", "paper")).eval()
     flops = conv_flops(base, (1, 35, 55))["total"]
-    report: dict = {"machine": machine(), "device": str(device), "threads": n_threads, "n": n, "n_naive": n_naive, "batch": batch,
-                    "repeats": repeats, "refiner_forward_gflop_per_image": flops / 1e9, "load_before": load_before}
+    report: dict = {
+        "machine": machine(),
+        "device": str(device),
+        "threads": n_threads,
+        "n": n,
+        "n_naive": n_naive,
+        "batch": batch,
+        "repeats": repeats,
+        "refiner_forward_gflop_per_image": flops / 1e9,
+        "load_before": load_before,
+    }
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_refine_") as tmp_name, threads(n_threads):
         tmp = Path(tmp_name)
@@ -126,7 +176,8 @@ def run(n: int = 1024, n_naive: int = 128, repeats: int = 3, n_threads: int = 1,
         project(part)()
         naive_refine(naive_net, pngs[:16], tmp / "naive_out", 1, device)
         naive_refine(naive_net, pngs[:16], tmp / "naive_out", 16, device)
-        fns = {**ceiling_fns(device),
+        fns = {
+            **ceiling_fns(device),
             "project": project(),
             "naive_b1": lambda: naive_refine(naive_net, pngs[:n_naive], tmp / "naive_out", 1, device),
             "naive_b16": lambda: naive_refine(naive_net, pngs[:n_naive], tmp / "naive_out", 16, device),
@@ -138,15 +189,45 @@ def run(n: int = 1024, n_naive: int = 128, repeats: int = 3, n_threads: int = 1,
             fns["fp32_cl"], work["fp32_cl"] = project(bf16=False), n
             fns["fp32_nchw"], work["fp32_nchw"] = project(bf16=False, channels_last=False), n
             nchw_net = copy.deepcopy(base)
-            fns["bf16_nchw"], work["bf16_nchw"] = (lambda: refine_dataset(src, tmp / "r2.h5", nchw_net, batch_size=batch, bf16=True, progress=False)), n
+            fns["bf16_nchw"], work["bf16_nchw"] = (
+                (lambda: refine_dataset(src, tmp / "r2.h5", nchw_net, batch_size=batch, bf16=True, progress=False)),
+                n,
+            )
             cl_net = copy.deepcopy(base).to(memory_format=torch.channels_last)
-            fns["serial_loop"], work["serial_loop"] = (lambda: serial_refine(src, tmp / "r3.h5", cl_net, batch, device, True, True)), n
+            fns["serial_loop"], work["serial_loop"] = (
+                (lambda: serial_refine(src, tmp / "r3.h5", cl_net, batch, device, True, True)),
+                n,
+            )
         if compile:
             compiled_net = copy.deepcopy(base)
             t0 = time.perf_counter()
-            refine_dataset(src, tmp / "rc.h5", compiled_net, rows=part, batch_size=batch, bf16=True, channels_last=True, compile=True, progress=False)
+            refine_dataset(
+                src,
+                tmp / "rc.h5",
+                compiled_net,
+                rows=part,
+                batch_size=batch,
+                bf16=True,
+                channels_last=True,
+                compile=True,
+                progress=False,
+            )
             report["compile_first_call_s"] = time.perf_counter() - t0
-            fns["compiled"], work["compiled"] = (lambda: refine_dataset(src, tmp / "rc.h5", compiled_net, batch_size=batch, bf16=True, channels_last=True, compile=True, progress=False)), n
+            fns["compiled"], work["compiled"] = (
+                (
+                    lambda: refine_dataset(
+                        src,
+                        tmp / "rc.h5",
+                        compiled_net,
+                        batch_size=batch,
+                        bf16=True,
+                        channels_last=True,
+                        compile=True,
+                        progress=False,
+                    )
+                ),
+                n,
+            )
         for f in ceiling_fns(device).values():
             f()
         times = interleaved(fns, repeats, warmup=1 if variants or compile else 0)
@@ -155,8 +236,17 @@ def run(n: int = 1024, n_naive: int = 128, repeats: int = 3, n_threads: int = 1,
         for name, t in times.items():
             s = summary(t, work[name])
             gflops = s["per_s"] * flops / 1e9
-            rows.append({"path": name, "images": work[name], "median_s": s["median_s"], "all_s": s["all_s"], "images_per_s": s["per_s"], "gflops": gflops,
-                         "fraction_of_bf16_ceiling": gflops / ceiling})
+            rows.append(
+                {
+                    "path": name,
+                    "images": work[name],
+                    "median_s": s["median_s"],
+                    "all_s": s["all_s"],
+                    "images_per_s": s["per_s"],
+                    "gflops": gflops,
+                    "fraction_of_bf16_ceiling": gflops / ceiling,
+                }
+            )
         by = {r["path"]: r for r in rows}
         for r in rows:
             r["x_naive_b1"] = r["images_per_s"] / by["naive_b1"]["images_per_s"]
@@ -164,7 +254,9 @@ def run(n: int = 1024, n_naive: int = 128, repeats: int = 3, n_threads: int = 1,
         if report.get("compile_first_call_s"):
             gain = by["compiled"]["images_per_s"] / by["project"]["images_per_s"]
             per_image_saved = 1 / by["project"]["images_per_s"] - 1 / by["compiled"]["images_per_s"]
-            report["compile_pays_after_images"] = report["compile_first_call_s"] / per_image_saved if per_image_saved > 0 else None
+            report["compile_pays_after_images"] = (
+                report["compile_first_call_s"] / per_image_saved if per_image_saved > 0 else None
+            )
             report["compile_speedup"] = gain
         if compile:
             with open_dataset(tmp / "rc.h5") as ds:
@@ -173,16 +265,34 @@ def run(n: int = 1024, n_naive: int = 128, repeats: int = 3, n_threads: int = 1,
         report["accuracy_trained"] = grey_level_agreement(trained_a_little(base, sample), sample)
     report["results"] = rows
     report["load_after"] = load()
-    print(f"refinement, paper gaze refiner ({flops / 1e9:.3f} GFLOP/image), {n_threads} thread(s), device {device}, "
-          f"bf16 matmul ceiling {ceiling:.0f} GFLOP/s (interleaved)")
-    print(table(rows, [("path", "path", "s"), ("images", "N", "d"), ("images_per_s", "img/s", ".1f"), ("gflops", "GFLOP/s", ".1f"),
-                       ("fraction_of_bf16_ceiling", "of ceiling", ".2f"), ("x_naive_b1", "x naive b1", ".2f"), ("x_naive_b16", "x naive b16", ".2f")]))
+    print(
+        f"refinement, paper gaze refiner ({flops / 1e9:.3f} GFLOP/image), {n_threads} thread(s), device {device}, "
+        f"bf16 matmul ceiling {ceiling:.0f} GFLOP/s (interleaved)"
+    )
+    print(
+        table(
+            rows,
+            [
+                ("path", "path", "s"),
+                ("images", "N", "d"),
+                ("images_per_s", "img/s", ".1f"),
+                ("gflops", "GFLOP/s", ".1f"),
+                ("fraction_of_bf16_ceiling", "of ceiling", ".2f"),
+                ("x_naive_b1", "x naive b1", ".2f"),
+                ("x_naive_b16", "x naive b16", ".2f"),
+            ],
+        )
+    )
     if "compile_first_call_s" in report:
-        print(f"torch.compile: first call {report['compile_first_call_s']:.1f} s, speed-up {report['compile_speedup']:.2f}x, "
-              f"pays after {report['compile_pays_after_images'] or float('inf'):.0f} images")
+        print(
+            f"torch.compile: first call {report['compile_first_call_s']:.1f} s, speed-up {report['compile_speedup']:.2f}x, "
+            f"pays after {report['compile_pays_after_images'] or float('inf'):.0f} images"
+        )
     for k in [k for k in report if k.startswith("accuracy_")]:
         a = report[k]
-        print(f"bf16 vs fp32 ({k.split('_', 1)[1]}): {100 * a['within_1_grey_level']:.3f}% of pixels within 1 grey level, max diff {a['max_diff']}")
+        print(
+            f"bf16 vs fp32 ({k.split('_', 1)[1]}): {100 * a['within_1_grey_level']:.3f}% of pixels within 1 grey level, max diff {a['max_diff']}"
+        )
     print(f"load average {load_before[0]:.2f} -> {report['load_after'][0]:.2f}")
     write_result("refine", report)
     return report
@@ -194,7 +304,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-naive", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch", type=int, default=32, help="project batch; 32-64 measured fastest on the 2-core CPU (docs/performance.md)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help="project batch; 32-64 measured fastest on the 2-core CPU (docs/performance.md)",
+    )
     p.add_argument("--variants", action="store_true")
     p.add_argument("--compile", action="store_true")
     a = p.parse_args(argv)

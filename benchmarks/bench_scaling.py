@@ -46,9 +46,19 @@ def child_refine(src: str, start: int, stop: int, size: str, n_threads: int) -> 
     torch.set_num_threads(n_threads)
     net = refiner(size)
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
-        refine_dataset(src, Path(tmp) / "warm.h5", net, rows=slice(start, min(stop, start + 64)), bf16=True, channels_last=True, progress=False)
+        refine_dataset(
+            src,
+            Path(tmp) / "warm.h5",
+            net,
+            rows=slice(start, min(stop, start + 64)),
+            bf16=True,
+            channels_last=True,
+            progress=False,
+        )
         t0 = time.perf_counter()
-        refine_dataset(src, Path(tmp) / "part.h5", net, rows=slice(start, stop), bf16=True, channels_last=True, progress=False)
+        refine_dataset(
+            src, Path(tmp) / "part.h5", net, rows=slice(start, stop), bf16=True, channels_last=True, progress=False
+        )
         return {"seconds": time.perf_counter() - t0}
 
 
@@ -56,15 +66,24 @@ def two_processes(src: Path, n: int, size: str) -> dict:
     """Two 1-thread processes, each refining half the rows (what refine_sharded does on one
     machine); wall time from launch (imports included) and the slower worker's compute time."""
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_scaling", "--child", str(src), str(s), str(e), size], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-             for s, e in ((0, n // 2), (n // 2, n))]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bench_scaling", "--child", str(src), str(s), str(e), size],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for s, e in ((0, n // 2), (n // 2, n))
+    ]
     outs = [json.loads(p.communicate(timeout=900)[0].strip().splitlines()[-1]) for p in procs]
     if any(p.returncode for p in procs):
         raise RuntimeError("bench_scaling: a refinement worker process failed")
     return {"wall_s": time.perf_counter() - t0, "compute_s": max(o["seconds"] for o in outs)}
 
 
-def run(ns=(500, 1000, 2000), gen_ns=(1000, 2000, 4000), repeats: int = 2, size: str = "cpu", processes: bool = True) -> dict:
+def run(
+    ns=(500, 1000, 2000), gen_ns=(1000, 2000, 4000), repeats: int = 2, size: str = "cpu", processes: bool = True
+) -> dict:
     from simgan.refine import refine_dataset
     from simgan.sim.eyes import render_eyes, simulate_eyes_to_file
 
@@ -77,18 +96,38 @@ def run(ns=(500, 1000, 2000), gen_ns=(1000, 2000, 4000), repeats: int = 2, size:
         net = refiner(size)
 
         def refine(n):
-            return lambda: refine_dataset(src, tmp / f"r{n}.h5", net, rows=slice(0, n), bf16=True, channels_last=True, progress=False)
+            return lambda: refine_dataset(
+                src, tmp / f"r{n}.h5", net, rows=slice(0, n), bf16=True, channels_last=True, progress=False
+            )
 
         with threads(1):
             refine(64)()
             t = interleaved({n: refine(n) for n in ns}, repeats, warmup=0)
-        rows = [{"what": "refine", "n": n, "threads": 1, "median_s": summary(t[n], n)["median_s"], "images_per_s": summary(t[n], n)["per_s"]} for n in ns]
+        rows = [
+            {
+                "what": "refine",
+                "n": n,
+                "threads": 1,
+                "median_s": summary(t[n], n)["median_s"],
+                "images_per_s": summary(t[n], n)["per_s"],
+            }
+            for n in ns
+        ]
         report["refine_fit"] = linear_fit(ns, [r["median_s"] for r in rows])
 
         with threads(1):
             render_eyes(256, 0, workers=1)
             g = interleaved({n: (lambda n=n: render_eyes(n, 0, workers=1)) for n in gen_ns}, repeats, warmup=0)
-        gen = [{"what": "generate", "n": n, "threads": 1, "median_s": summary(g[n], n)["median_s"], "images_per_s": summary(g[n], n)["per_s"]} for n in gen_ns]
+        gen = [
+            {
+                "what": "generate",
+                "n": n,
+                "threads": 1,
+                "median_s": summary(g[n], n)["median_s"],
+                "images_per_s": summary(g[n], n)["per_s"],
+            }
+            for n in gen_ns
+        ]
         report["generate_fit"] = linear_fit(gen_ns, [r["median_s"] for r in gen])
         rows += gen
 
@@ -98,19 +137,50 @@ def run(ns=(500, 1000, 2000), gen_ns=(1000, 2000, 4000), repeats: int = 2, size:
             with threads(k):
                 by_threads[k] = interleaved({k: refine(n)}, repeats, warmup=0)[k]
         for k, t in by_threads.items():
-            rows.append({"what": "refine threads", "n": n, "threads": k, "median_s": summary(t, n)["median_s"], "images_per_s": summary(t, n)["per_s"]})
+            rows.append(
+                {
+                    "what": "refine threads",
+                    "n": n,
+                    "threads": k,
+                    "median_s": summary(t, n)["median_s"],
+                    "images_per_s": summary(t, n)["per_s"],
+                }
+            )
         if processes:
             p = two_processes(src, n, size)
-            rows.append({"what": "refine 2 procs", "n": n, "threads": 1, "median_s": p["compute_s"], "images_per_s": n / p["compute_s"], "wall_with_startup_s": p["wall_s"]})
+            rows.append(
+                {
+                    "what": "refine 2 procs",
+                    "n": n,
+                    "threads": 1,
+                    "median_s": p["compute_s"],
+                    "images_per_s": n / p["compute_s"],
+                    "wall_with_startup_s": p["wall_s"],
+                }
+            )
     one = next(r for r in rows if r["what"] == "refine threads" and r["threads"] == 1)
     for r in rows:
         if r["what"].startswith("refine ") and r["n"] == one["n"]:
             r["x_1_thread"] = r["images_per_s"] / one["images_per_s"]
     report.update(results=rows, load_after=load())
-    print(table(rows, [("what", "what", "s"), ("n", "N", "d"), ("threads", "threads", "d"), ("median_s", "s", ".2f"), ("images_per_s", "img/s", ".0f"), ("x_1_thread", "x 1 thread", ".2f")]))
+    print(
+        table(
+            rows,
+            [
+                ("what", "what", "s"),
+                ("n", "N", "d"),
+                ("threads", "threads", "d"),
+                ("median_s", "s", ".2f"),
+                ("images_per_s", "img/s", ".0f"),
+                ("x_1_thread", "x 1 thread", ".2f"),
+            ],
+        )
+    )
     for k in ("refine_fit", "generate_fit"):
         f = report[k]
-        print(f"{k.split('_')[0]}: {1e3 * f['per_image_s']:.2f} ms/image + {f['fixed_s']:.2f} s fixed, R^2 {f['r2']:.3f}")
+        print(
+            f"{k.split('_')[0]}: {1e3 * f['per_image_s']:.2f} ms/image + {f['fixed_s']:.2f} s fixed, R^2 {f['r2']:.3f}"
+        )
     print(f"load average {load_before[0]:.2f} -> {report['load_after'][0]:.2f}")
     write_result("scaling", report)
     return report

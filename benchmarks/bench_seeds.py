@@ -39,21 +39,39 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     images, gaze = _data()
-    _ARGS.update(task="gaze", images=images, labels=gaze, steps=a.steps, batch_size=32, lr=1e-3,
-                 net_kwargs={"width": 0.5}, bf16=True, channels_last=True)
+    _ARGS.update(
+        task="gaze",
+        images=images,
+        labels=gaze,
+        steps=a.steps,
+        batch_size=32,
+        lr=1e-3,
+        net_kwargs={"width": 0.5},
+        bf16=True,
+        channels_last=True,
+    )
     torch.set_num_threads(1)  # the parent must not start a 2-thread pool before forking
-    times = interleaved({
-        "2_workers_x_1_thread": lambda: list(map_processes(_train, SEEDS, workers=2, threads=1)),
-        # the 2-thread layout in a fresh worker too, so both pay the same start-up
-        "sequential_2_threads": _sequential_2_threads,
-    }, repeats=a.repeats, warmup=0)
+    times = interleaved(
+        {
+            "2_workers_x_1_thread": lambda: list(map_processes(_train, SEEDS, workers=2, threads=1)),
+            # the 2-thread layout in a fresh worker too, so both pay the same start-up
+            "sequential_2_threads": _sequential_2_threads,
+        },
+        repeats=a.repeats,
+        warmup=0,
+    )
     med = {k: float(np.median(v)) for k, v in times.items()}
     ratio = med["sequential_2_threads"] / med["2_workers_x_1_thread"]
-    print(f"{len(SEEDS)} gaze estimator seeds x {a.steps} steps (batch 32, width 0.5, bf16 + channels_last), load {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(SEEDS)} gaze estimator seeds x {a.steps} steps (batch 32, width 0.5, bf16 + channels_last), load {os.getloadavg()[0]:.1f}"
+    )
     for k, v in med.items():
         print(f"  {k:24s} {v:7.1f} s (median of {a.repeats})")
     print(f"  2 workers x 1 thread is {ratio:.2f}x the sequential 2-thread layout")
-    write_result("seeds", {"median_seconds": med, "x_sequential_2_threads": ratio, "steps": a.steps, "seeds": len(SEEDS), "load": load()})
+    write_result(
+        "seeds",
+        {"median_seconds": med, "x_sequential_2_threads": ratio, "steps": a.steps, "seeds": len(SEEDS), "load": load()},
+    )
 
 
 def _train_all(_):

@@ -19,11 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simgan.io import atomic_path, write_json_atomic  # noqa: E402
+from simgan.io import atomic_path, write_json_atomic
 
 TARGETS = {"eyes": 100_000, "hands": 20_000}
 
@@ -96,15 +94,31 @@ def domain_gap(n_train: int = 8000, n_test: int = 2000, steps: int = 1500) -> di
 
     def make_net():
         return nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 48, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((4, 6)), nn.Flatten(),
-            nn.Linear(48 * 24, 128), nn.ReLU(), nn.Linear(128, 3),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 48, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d((4, 6)),
+            nn.Flatten(),
+            nn.Linear(48 * 24, 128),
+            nn.ReLU(),
+            nn.Linear(128, 3),
         )
 
     x_test, g_test = tensors(render_eyes(n_test, 3, "real", workers=1))
-    out = {"n_train": n_train, "n_test": n_test, "steps": steps, "batch": 64,
-           "constant_mean_gaze_deg": angular_error(g_test.mean(0, keepdim=True).expand_as(g_test).clone(), g_test)}
+    out = {
+        "n_train": n_train,
+        "n_test": n_test,
+        "steps": steps,
+        "batch": 64,
+        "constant_mean_gaze_deg": angular_error(g_test.mean(0, keepdim=True).expand_as(g_test).clone(), g_test),
+    }
     for domain, seed in (("synthetic", 1), ("real", 2)):
         x, g = tensors(render_eyes(n_train, seed, domain, workers=1))
         net, gen = make_net(), torch.Generator().manual_seed(0)
@@ -117,8 +131,11 @@ def domain_gap(n_train: int = 8000, n_test: int = 2000, steps: int = 1500) -> di
             opt.step()
         with torch.no_grad():
             out[f"trained_on_{domain}_test_real_deg"] = angular_error(net(x_test), g_test)
-        print(f"gaze CNN trained on {domain}: {out[f'trained_on_{domain}_test_real_deg']:.1f} deg on real test "
-              f"(constant predictor {out['constant_mean_gaze_deg']:.1f})", flush=True)
+        print(
+            f"gaze CNN trained on {domain}: {out[f'trained_on_{domain}_test_real_deg']:.1f} deg on real test "
+            f"(constant predictor {out['constant_mean_gaze_deg']:.1f})",
+            flush=True,
+        )
     return out
 
 
@@ -152,9 +169,13 @@ def main(argv=None) -> int:
     parser.add_argument("--n-eyes", type=int, default=10_000)
     parser.add_argument("--n-hands", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=None, help="subset of: eyes eyes-real hands ('none' with --domain-gap: only that)")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="subset of: eyes eyes-real hands ('none' with --domain-gap: only that)"
+    )
     parser.add_argument("--samples", default="docs/samples_eyes.png", help="'' to skip the sample sheet")
-    parser.add_argument("--domain-gap", action="store_true", help="also train gaze CNNs to measure the eye domain gap (~8 min)")
+    parser.add_argument(
+        "--domain-gap", action="store_true", help="also train gaze CNNs to measure the eye domain gap (~8 min)"
+    )
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()
@@ -170,20 +191,27 @@ def main(argv=None) -> int:
             r.update(simulator=name, extrapolated_target_n=target, extrapolated_target_s=target / r["images_per_s"])
             by_workers[workers] = r
             results.append(r)
-            print(f"{name:10s} workers={workers} n={n}: median {r['wall_s_median']:.2f} s "
-                  f"({r['images_per_s']:.0f} img/s, {r['images_per_cpu_s']:.0f} per CPU-s) "
-                  f"-> {target} in {r['extrapolated_target_s']:.1f} s", flush=True)
+            print(
+                f"{name:10s} workers={workers} n={n}: median {r['wall_s_median']:.2f} s "
+                f"({r['images_per_s']:.0f} img/s, {r['images_per_cpu_s']:.0f} per CPU-s) "
+                f"-> {target} in {r['extrapolated_target_s']:.1f} s",
+                flush=True,
+            )
         by_workers[2]["speedup_vs_1_worker"] = by_workers[2]["images_per_s"] / by_workers[1]["images_per_s"]
 
     print()
-    print(f"{'simulator':10s} {'w=1 img/s':>10s} {'w=2 img/s':>10s} {'ratio':>6s} {'target':>8s} {'w=2 time':>9s} "
-          f"{'img/cpu-s':>10s}")
+    print(
+        f"{'simulator':10s} {'w=1 img/s':>10s} {'w=2 img/s':>10s} {'ratio':>6s} {'target':>8s} {'w=2 time':>9s} "
+        f"{'img/cpu-s':>10s}"
+    )
     for r in results:
         if r["workers"] == 2:
             one = next(x for x in results if x["simulator"] == r["simulator"] and x["workers"] == 1)
-            print(f"{r['simulator']:10s} {one['images_per_s']:10.0f} {r['images_per_s']:10.0f} "
-                  f"{r['speedup_vs_1_worker']:6.2f} {r['extrapolated_target_n']:8d} {r['extrapolated_target_s']:8.1f}s "
-                  f"{r['images_per_cpu_s']:10.0f}")
+            print(
+                f"{r['simulator']:10s} {one['images_per_s']:10.0f} {r['images_per_s']:10.0f} "
+                f"{r['speedup_vs_1_worker']:6.2f} {r['extrapolated_target_n']:8d} {r['extrapolated_target_s']:8.1f}s "
+                f"{r['images_per_cpu_s']:10.0f}"
+            )
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (cores: {os.cpu_count()})")
 

@@ -25,16 +25,31 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import bench_device, ceiling_fns, counted_flops, interleaved, load, machine, pop_ceiling, summary, table, threads, write_result
+from benchmarks.common import (
+    bench_device,
+    ceiling_fns,
+    counted_flops,
+    interleaved,
+    load,
+    machine,
+    pop_ceiling,
+    summary,
+    table,
+    threads,
+    write_result,
+)
 from simgan.history import HistoryBuffer
 from simgan.losses import discriminator_loss, refiner_loss
 from simgan.nets import Discriminator, Refiner, discriminator_preset, refiner_preset
 from simgan.train import SimGANTrainer, TrainConfig
 
+
 def make_images(n: int) -> tuple[np.ndarray, np.ndarray]:
     from simgan.sim.eyes import render_eyes
 
-    return render_eyes(n, seed=0, domain="synthetic", workers=1)["images"], render_eyes(n, seed=1, domain="real", workers=1)["images"]
+    return render_eyes(n, seed=0, domain="synthetic", workers=1)["images"], render_eyes(
+        n, seed=1, domain="real", workers=1
+    )["images"]
 
 
 def write_pngs(images: np.ndarray, folder: Path) -> list[Path]:
@@ -52,7 +67,9 @@ class NaiveTrainer:
     every update. Same losses, optimiser and history semantics as SimGANTrainer, so the two do
     the same arithmetic and differ only in how."""
 
-    def __init__(self, refiner, discriminator, synthetic: list[Path], real: list[Path], cfg: TrainConfig, device: torch.device):
+    def __init__(
+        self, refiner, discriminator, synthetic: list[Path], real: list[Path], cfg: TrainConfig, device: torch.device
+    ):
         self.r, self.d = refiner.to(device), discriminator.to(device)
         self.synthetic, self.real, self.cfg, self.device = synthetic, real, cfg, device
         self.opt_r = torch.optim.Adam(self.r.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -92,8 +109,16 @@ class NaiveTrainer:
 
 
 def config(batch: int, device: torch.device, fast: bool) -> TrainConfig:
-    return TrainConfig(steps=10**6, pretrain_refiner_steps=0, pretrain_discriminator_steps=0, batch_size=batch, history_size=max(6400, batch),
-                       device=str(device), bf16=fast, channels_last=fast)
+    return TrainConfig(
+        steps=10**6,
+        pretrain_refiner_steps=0,
+        pretrain_discriminator_steps=0,
+        batch_size=batch,
+        history_size=max(6400, batch),
+        device=str(device),
+        bf16=fast,
+        channels_last=fast,
+    )
 
 
 def nets(seed: int = 0) -> tuple[Refiner, Discriminator]:
@@ -123,29 +148,69 @@ def run(batches=(64,), thread_counts=(1, 2), repeats: int = 3, n_images: int = 2
             for n_threads in thread_counts:
                 with threads(n_threads):
                     r, d = nets()
-                    project = SimGANTrainer(copy.deepcopy(r), copy.deepcopy(d), syn_u8, real_u8, config(batch, device, True), progress=False)
+                    project = SimGANTrainer(
+                        copy.deepcopy(r), copy.deepcopy(d), syn_u8, real_u8, config(batch, device, True), progress=False
+                    )
                     naive = NaiveTrainer(r, d, syn_png, real_png, config(batch, device, False), device)
                     # warm-up: fills the history buffer (the steady-state D batch) and lets oneDNN
                     # pick kernels for every shape
-                    times = interleaved({"project": project.train_step, "naive": naive.train_step, **ceiling_fns(device)},
-                                        repeats_large if batch > 128 else repeats)
+                    times = interleaved(
+                        {"project": project.train_step, "naive": naive.train_step, **ceiling_fns(device)},
+                        repeats_large if batch > 128 else repeats,
+                    )
                 ceiling = pop_ceiling(times)["gflops"]
                 got = {}
                 for name, t in times.items():
                     s = summary(t, batch)
                     gflops = s["per_s"] * per_image / 1e9
-                    got[name] = {"path": name, "batch": batch, "threads": n_threads, "step_s": s["median_s"], "all_s": s["all_s"], "images_per_s": s["per_s"],
-                                 "gflops": gflops, "fraction_of_bf16_ceiling": gflops / ceiling, "ceiling_bf16_gflops": ceiling}
+                    got[name] = {
+                        "path": name,
+                        "batch": batch,
+                        "threads": n_threads,
+                        "step_s": s["median_s"],
+                        "all_s": s["all_s"],
+                        "images_per_s": s["per_s"],
+                        "gflops": gflops,
+                        "fraction_of_bf16_ceiling": gflops / ceiling,
+                        "ceiling_bf16_gflops": ceiling,
+                    }
                 got["project"]["x_naive"] = got["project"]["images_per_s"] / got["naive"]["images_per_s"]
                 got["naive"]["x_naive"] = 1.0
                 rows += [got["project"], got["naive"]]
-                print(f"batch {batch}, {n_threads} thread(s): project {got['project']['step_s']:.2f} s/step, naive {got['naive']['step_s']:.2f} s/step "
-                      f"-> {got['project']['x_naive']:.2f}x (load {load()[0]:.1f})", flush=True)
-    report = {"machine": machine(), "device": str(device), "load_before": load_before, "load_after": load(), "repeats": repeats, "repeats_large": repeats_large,
-              "n_images": n_images, "flops_per_image_per_step": per_image, "results": rows}
-    print(f"adversarial step (K_g=2, K_d=1), paper gaze R and D: {per_image / 1e9:.2f} GFLOP per image per step (counted)")
-    print(table(rows, [("path", "path", "s"), ("batch", "batch", "d"), ("threads", "threads", "d"), ("step_s", "s/step", ".2f"), ("images_per_s", "img/s", ".1f"),
-                       ("gflops", "GFLOP/s", ".1f"), ("fraction_of_bf16_ceiling", "of ceiling", ".2f"), ("x_naive", "x naive", ".2f")]))
+                print(
+                    f"batch {batch}, {n_threads} thread(s): project {got['project']['step_s']:.2f} s/step, naive {got['naive']['step_s']:.2f} s/step "
+                    f"-> {got['project']['x_naive']:.2f}x (load {load()[0]:.1f})",
+                    flush=True,
+                )
+    report = {
+        "machine": machine(),
+        "device": str(device),
+        "load_before": load_before,
+        "load_after": load(),
+        "repeats": repeats,
+        "repeats_large": repeats_large,
+        "n_images": n_images,
+        "flops_per_image_per_step": per_image,
+        "results": rows,
+    }
+    print(
+        f"adversarial step (K_g=2, K_d=1), paper gaze R and D: {per_image / 1e9:.2f} GFLOP per image per step (counted)"
+    )
+    print(
+        table(
+            rows,
+            [
+                ("path", "path", "s"),
+                ("batch", "batch", "d"),
+                ("threads", "threads", "d"),
+                ("step_s", "s/step", ".2f"),
+                ("images_per_s", "img/s", ".1f"),
+                ("gflops", "GFLOP/s", ".1f"),
+                ("fraction_of_bf16_ceiling", "of ceiling", ".2f"),
+                ("x_naive", "x naive", ".2f"),
+            ],
+        )
+    )
     print(f"load average {load_before[0]:.2f} -> {report['load_after'][0]:.2f}")
     write_result("train", report)
     return report

@@ -16,8 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -26,7 +26,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simgan.io import write_json_atomic  # noqa: E402
+from simgan.io import write_json_atomic
 
 
 def cpu_model() -> str:
@@ -113,9 +113,13 @@ def conv_flops(module: torch.nn.Module, input_shape: tuple[int, ...]) -> dict:
             macs = out.numel() * (mod.in_channels // mod.groups) * kh * kw
         else:
             macs = out.numel() * mod.in_features
-        layers.append({"layer": f"{type(mod).__name__} {tuple(inp[0].shape[1:])}->{tuple(out.shape[1:])}", "flops": 2 * macs})
+        layers.append(
+            {"layer": f"{type(mod).__name__} {tuple(inp[0].shape[1:])}->{tuple(out.shape[1:])}", "flops": 2 * macs}
+        )
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     try:
         with torch.no_grad():
             module(torch.zeros((1, *input_shape), device=next(module.parameters()).device))
@@ -149,7 +153,9 @@ def matmul_rate(dtype: torch.dtype, n: int, device: torch.device) -> Callable[[]
 CEILING_SIZES = (1024, 2048, 4096)
 
 
-def ceiling_fns(device: torch.device, dtype: torch.dtype = torch.bfloat16, sizes=CEILING_SIZES) -> dict[str, Callable[[], None]]:
+def ceiling_fns(
+    device: torch.device, dtype: torch.dtype = torch.bfloat16, sizes=CEILING_SIZES
+) -> dict[str, Callable[[], None]]:
     """Square matmuls of several sizes, to be timed interleaved with a benchmark's own paths."""
     return {f"ceiling_{str(dtype).replace('torch.', '')}_{n}": matmul_rate(dtype, n, device) for n in sizes}
 
@@ -189,7 +195,9 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 def run_child(module: str, args: list[str], timeout: float) -> dict:
     """Run `python -m module args` in a fresh process (peak RSS is per process) and parse the JSON
     object it prints on its last stdout line."""
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -51,8 +51,9 @@ def run_job(job: dict) -> dict:
     import yaml
 
     from simgan import metrics as M
+    from simgan.config import Params
     from simgan.data.format import images_to_tensor, tensor_to_images
-    from simgan.estimators import predict, train_estimator
+    from simgan.estimators import EstimatorConfig, predict, train_estimator
     from simgan.refine import refine_batches
     from simgan.train import SimGANTrainer, TrainConfig, build_networks
 
@@ -63,8 +64,10 @@ def run_job(job: dict) -> dict:
     d = _data(task)
     ik, syn, real, test = d["image_key"], d["synthetic"], d["real"], d["real_test"]
     label = "gaze" if task == "gaze" else "joints"
-    est = {**params["estimator"][task], **job.get("est", {})}
-    n = est["base_n"]
+    est = EstimatorConfig.from_params(
+        Params({"estimator": {task: {**params["estimator"][task], **job.get("est", {})}}}), task
+    )
+    n = est.base_n
 
     def score(pred):
         if task == "gaze":
@@ -74,14 +77,16 @@ def run_job(job: dict) -> dict:
     def estimator_scores(images, labels):
         out = []
         for seed in ESTIMATOR_SEEDS:
-            model, _ = train_estimator(task, images, labels, steps=est["steps"], batch_size=est["batch_size"], lr=est["lr"], seed=seed,
-                                       net_kwargs=est["net"], rotation_deg=est.get("rotation_deg", 0.0), bf16=est["bf16"],
-                                       channels_last=est["channels_last"], lr_schedule=est.get("lr_schedule", "constant"), device=device)
+            model, _ = train_estimator(task, images, labels, est, seed=seed, device=device)
             out.append(score(predict(model, task, test[ik], device=device)))
         return out
 
-    result = {"tag": job["tag"], "task": task, "gan_seed": job.get("gan_seed"),
-              **{k: job.get(k) for k in ("train", "refiner", "disc", "est", "baseline")}}
+    result = {
+        "tag": job["tag"],
+        "task": task,
+        "gan_seed": job.get("gan_seed"),
+        **{k: job.get(k) for k in ("train", "refiner", "disc", "est", "baseline")},
+    }
     if job.get("baseline"):
         src = syn if job["baseline"] == "synthetic" else real
         result["scores"] = estimator_scores(src[ik][:n], src[label][:n])
@@ -89,8 +94,12 @@ def run_job(job: dict) -> dict:
         gan = copy.deepcopy(params["gan"][task])
         for key, section in (("train", "train"), ("refiner", "refiner"), ("disc", "discriminator")):
             gan[section].update(job.get(key) or {})
-        cfg = TrainConfig(**{**gan["train"], "betas": tuple(gan["train"]["betas"]), "seed": job["gan_seed"], "device": device})
-        refiner, disc, _, _ = build_networks(task, gan["preset"], seed=cfg.seed, refiner=gan["refiner"], discriminator=gan["discriminator"])
+        cfg = TrainConfig(
+            **{**gan["train"], "betas": tuple(gan["train"]["betas"]), "seed": job["gan_seed"], "device": device}
+        )
+        refiner, disc, _, _ = build_networks(
+            task, gan["preset"], seed=cfg.seed, refiner=gan["refiner"], discriminator=gan["discriminator"]
+        )
 
         def as_tensor(x):
             return torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
@@ -100,13 +109,25 @@ def run_job(job: dict) -> dict:
         refiner.eval()
         with torch.no_grad():
             x = images_to_tensor(syn[ik][:n], task)
-            refined = tensor_to_images(refine_batches(refiner, x, 256, torch.device(device), cfg.bf16, cfg.channels_last,
-                                                      noise_seed=params["refine"].get("seed", 0)), task)
+            refined = tensor_to_images(
+                refine_batches(
+                    refiner,
+                    x,
+                    256,
+                    torch.device(device),
+                    cfg.bf16,
+                    cfg.channels_last,
+                    noise_seed=params["refine"].get("seed", 0),
+                ),
+                task,
+            )
         late = [r for r in rows[-50:] if "disc_acc_real" in r]
         result["disc_acc_real"] = float(np.mean([r["disc_acc_real"] for r in late]))
         result["disc_acc_refined"] = float(np.mean([r["disc_acc_refined"] for r in late]))
         scale = 127.5 if task == "gaze" else 1.0  # mean |refined - synthetic| on the networks' [-1, 1] scale
-        result["change"] = float(np.abs(refined[:500].astype(np.float32) - syn[ik][:500].astype(np.float32)).mean() / scale)
+        result["change"] = float(
+            np.abs(refined[:500].astype(np.float32) - syn[ik][:500].astype(np.float32)).mean() / scale
+        )
         if task == "gaze":
             result["pupil_shift_px"] = float(M.pupil_shift_px(syn[ik][:1000], refined[:1000])[0])
         result["scores"] = estimator_scores(refined, syn[label][:n])

@@ -27,23 +27,30 @@ hand
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 DEFAULT_STRENGTHS: dict[str, dict[str, float]] = {
     "gaze": {
-        "noise_std": 0.04, "noise_p": 0.5,
-        "blur_sigma": 1.0, "blur_p": 0.3,
-        "gamma": 0.4, "gamma_p": 0.5,
-        "contrast": 0.3, "contrast_p": 0.5,
+        "noise_std": 0.04,
+        "noise_p": 0.5,
+        "blur_sigma": 1.0,
+        "blur_p": 0.3,
+        "gamma": 0.4,
+        "gamma_p": 0.5,
+        "contrast": 0.3,
+        "contrast_p": 0.5,
         "equalize_p": 0.2,
     },
     "hand": {
-        "noise_std": 0.01, "noise_p": 0.5,
-        "holes": 0.02, "holes_p": 0.5,
-        "erode": 0.5, "erode_p": 0.5,
+        "noise_std": 0.01,
+        "noise_p": 0.5,
+        "holes": 0.02,
+        "holes_p": 0.5,
+        "erode": 0.5,
+        "erode_p": 0.5,
         "edge_threshold": 0.1,
     },
 }
@@ -128,10 +135,14 @@ def depth_edges(x: torch.Tensor, threshold: float) -> torch.Tensor:
     """Foreground pixels (< 1) with a 4-neighbour whose depth differs by more than `threshold`."""
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     c = p[..., 1:-1, 1:-1]
-    jump = torch.stack([
-        (p[..., :-2, 1:-1] - c).abs(), (p[..., 2:, 1:-1] - c).abs(),
-        (p[..., 1:-1, :-2] - c).abs(), (p[..., 1:-1, 2:] - c).abs(),
-    ]).amax(0)
+    jump = torch.stack(
+        [
+            (p[..., :-2, 1:-1] - c).abs(),
+            (p[..., 2:, 1:-1] - c).abs(),
+            (p[..., 1:-1, :-2] - c).abs(),
+            (p[..., 1:-1, 2:] - c).abs(),
+        ]
+    ).amax(0)
     return (jump > threshold) & (x < 1.0)
 
 
@@ -172,8 +183,10 @@ def photometric_augment(task: str, strengths: dict | None = None) -> Augment:
 
     def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or not batch.is_floating_point():
-            raise ValueError(f"batch: expected a float (N, C, H, W) tensor in [-1, 1], got "
-                             f"{getattr(batch, 'shape', type(batch))} {getattr(batch, 'dtype', '')}")
+            raise ValueError(
+                f"batch: expected a float (N, C, H, W) tensor in [-1, 1], got "
+                f"{getattr(batch, 'shape', type(batch))} {getattr(batch, 'dtype', '')}"
+            )
         if not isinstance(generator, torch.Generator):
             raise ValueError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
         return inner(batch, generator)

@@ -5,16 +5,22 @@ them: a module `M` in COMMAND_MODULES defines `register(subparsers)` which adds 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from simgan.io import SimganError
 
 COMMAND_MODULES = [
-    "simgan.sim.cli",            # simulate, show
-    "simgan.data.cli",           # import, download, export
-    "simgan.compare",            # compare
-    "simgan.config",             # params apply|overrides
+    "simgan.sim.cli",  # simulate, show
+    "simgan.data.cli",  # import, download, export
+    "simgan.compare",  # compare
+    "simgan.config",  # params apply|overrides
+    "simgan.refine_cli",  # refine (sharded, on Dask)
 ]
 
 
@@ -32,16 +38,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt is for Ctrl-C, so that every `with`
+    block unwinds: the temp output is removed and worker pools are terminated. Python's default
+    for SIGTERM is to die on the spot, leaving both (and workers writing into a closed pipe)."""
+
+
+_INTERRUPTS = {Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM raises Terminated, and an interrupt that Python dropped is delivered again.
+
+    A signal's exception raised while a __del__ or weakref callback runs is printed as "Exception
+    ignored in: ..." and lost (seen here: SIGTERM during a parallel simulate, which then ran on to
+    the end). The unraisable hook sends the signal again from a thread a moment later, once the
+    main thread is back in ordinary code (sent from the hook itself, it was lost in the hook)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+        raise Terminated
+
+    def on_unraisable(unraisable):
+        for exc_type, signum in _INTERRUPTS.items():
+            if unraisable.exc_type is not None and issubclass(unraisable.exc_type, exc_type):
+                if signum == signal.SIGTERM:
+                    signal.signal(signal.SIGTERM, on_sigterm)
+                threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+                return
+        previous_hook(unraisable)
+
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, on_unraisable
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        sys.unraisablehook = previous_hook
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        rc = args.func(args)
+        with _interruptible():
+            rc = args.func(args)
     except SimganError as e:
         print(f"simgan {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"simgan {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"simgan {args.command}: interrupted (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM killed
     return int(rc or 0)
 
 

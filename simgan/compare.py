@@ -5,11 +5,15 @@ DVC does the diffing (`dvc metrics diff`, `dvc params diff`), so the numbers mat
 `dvc metrics diff` prints; the full metrics files and plot CSVs are read at each revision with
 `git show` (or from disk for the workspace) because DVC's diff only carries flattened values.
 A revision may be anything git resolves or a DVC experiment name (refs/exps/...). See docs/compare.md.
+
+`simgan lock-check`, for CI beside the comparison: whether dvc.lock records a run of the current
+dvc.yaml, params and code, telling a stale lock from a checkout that merely lacks the data.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simgan import report
+from simgan.config import flatten
 from simgan.io import SimganError, atomic_path, write_text_atomic
 
 WORKSPACE = "workspace"
@@ -335,18 +340,28 @@ def build_report(a: Rev, b: Rev, mdiff: dict, pdiff: dict, ma: dict, mb: dict, s
 # --- plots --------------------------------------------------------------------------------------
 
 def _read_csv(repo: Path, rev: Rev, path: str) -> dict[str, list[float]] | None:
+    """The numeric columns of a CSV, {name: values}; an empty cell is NaN (a gap in the curve).
+    A column whose every filled cell is text is a label (the training log's `phase`) and is left
+    out; a column mixing numbers and text is malformed and named."""
     text = read_at(repo, rev, path)
     if text is None:
         return None
-    reader = csv.DictReader(io.StringIO(text))
-    cols: dict[str, list[float]] = {name: [] for name in reader.fieldnames or []}
-    for lineno, row in enumerate(reader, start=2):
-        for name, value in row.items():
+    rows = list(csv.reader(io.StringIO(text)))
+    header, body = (rows[0], rows[1:]) if rows else ([], [])
+    cols: dict[str, list[float]] = {}
+    for i, name in enumerate(header):
+        values, first_text = [], None
+        for lineno, row in enumerate(body, start=2):
+            cell = row[i].strip() if i < len(row) else ""
             try:
-                cols[name].append(float(value))
-            except (TypeError, ValueError, KeyError):
-                raise SimganError(f"{path} at {rev.label}, line {lineno}, column {name!r}: "
-                                  f"expected a number, got {value!r}") from None
+                values.append(float(cell) if cell else math.nan)
+            except ValueError:
+                first_text = first_text or (lineno, cell)
+        if first_text is None:
+            cols[name] = values
+        elif any(not math.isnan(v) for v in values):
+            raise SimganError(f"{path} at {rev.label}, line {first_text[0]}, column {name!r}: "
+                              f"expected a number, got {first_text[1]!r}")
     return cols
 
 
@@ -383,19 +398,194 @@ def write_plots(repo: Path, a: Rev, b: Rev, out_dir: Path) -> list[Path]:
             ax.legend(fontsize=7)
         fig.tight_layout()
         target = out_dir / f"{task}_{stem}.png"
-        with atomic_path(target, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
+        try:
+            with atomic_path(target, suffix=".png") as tmp:
+                fig.savefig(tmp, format="png", dpi=100)
+        except OSError as e:
+            raise SimganError(f"--plots {out_dir}: cannot write {target} ({e.strerror or e})") from None
+        finally:
+            plt.close(fig)
         written.append(target)
     return written
 
 
+# --- dvc.lock against the workspace (CI) --------------------------------------------------------
+
+# What `dvc status` says of an output that is only absent: a clean clone has no data (no DVC
+# remote); every output DVC caches is "not in cache" there, and one it does not is "deleted".
+_MISSING_OUT = ("not in cache", "deleted")
+
+
+@dataclass(frozen=True)
+class LockCheck:
+    stale: list[tuple[str, str]]  # (stage, what changed since the run dvc.lock records)
+    stages: int
+    missing_outs: int  # outputs absent from the workspace (expected without the data)
+
+
+def _under(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
+
+
+def _param_changes(dep, changed: dict[str, str]) -> list[str]:
+    """One line per changed leaf of the params DVC names (`gan.gaze` modified -> which key)."""
+    recorded = (dep.hash_info.value if dep.hash_info else None) or {}
+    current = dep.read_params()
+    old, new = {}, {}
+    for param in changed:
+        for values, flat in ((recorded, old), (current, new)):
+            if isinstance(values.get(param), dict):
+                flat.update(flatten(values[param], f"{param}."))
+            elif param in values:
+                flat[param] = values[param]
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            lines.append(f"param {key} deleted from {dep} (was {_num(old[key])})")
+        elif key not in old:
+            lines.append(f"param {key} new in {dep}: {_num(new[key])}, not in dvc.lock")
+        elif old[key] != new[key]:
+            lines.append(f"param {key}: {_num(old[key])} in dvc.lock, {_num(new[key])} in {dep}")
+    return lines
+
+
+def _missing_dep(dep, outs: dict, git_ignored) -> str | None:
+    """None when an absent dep is only data this checkout lacks: an upstream stage's output, or a
+    path git ignores (raw inputs, a stage's undeclared side files); else what is wrong."""
+    path = os.path.normpath(dep.fs_path)
+    if path in outs:
+        stage, out = outs[path]
+        if dep.hash_info and out.hash_info and dep.hash_info != out.hash_info:
+            return (f"dep {dep} is recorded as {dep.hash_info.value}, but {stage.name} last made "
+                    f"{out.hash_info.value} (dvc.lock): {stage.name} reran, this stage did not")
+        return None
+    if any(_under(path, o) or _under(o, path) for o in outs):  # a folder of outputs, or inside one
+        return None
+    if git_ignored(path):
+        return None
+    return f"dep {dep} deleted, and neither a stage makes it nor does git ignore it"
+
+
+def _locked_names(lock: Path) -> set[str]:
+    """The stage names a dvc.lock records. Parsed here once: DVC parses the lock once per stage
+    (ruamel, ~1 s each for this project's 30 stages on a loaded machine)."""
+    import yaml
+
+    if not lock.exists():
+        return set()
+    try:
+        data = yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        raise SimganError(f"{lock}: not valid YAML: {str(e).splitlines()[0]}") from None
+    stages = data.get("stages") if isinstance(data, dict) else None
+    return set(stages) if isinstance(stages, dict) else set()
+
+
+def _stage_status(stage, entries: list, outs: dict, locked: set[str], git_ignored) -> tuple[list[str], int]:
+    """(what is stale, how many outputs are only absent) for one stage's `dvc status` entries."""
+    if stage.cmd and stage.name not in locked:
+        return ["not in dvc.lock: the stage never ran"], 0
+    deps = {str(d): d for d in stage.deps}
+    stale, missing = [], 0
+    for entry in entries:
+        if isinstance(entry, str):
+            if entry != "always changed":
+                stale.append(f"{entry} (dvc.yaml)")
+            continue
+        for path, state in entry.get("changed deps", {}).items():
+            if isinstance(state, dict):
+                stale += _param_changes(deps[path], state)
+            elif state != "deleted":
+                stale.append(f"dep {path} {state}")
+            elif why := _missing_dep(deps[path], outs, git_ignored):
+                stale.append(why)
+        for path, state in entry.get("changed outs", {}).items():
+            if state in _MISSING_OUT:
+                missing += 1
+            else:
+                stale.append(f"out {path} {state}: differs from the run dvc.lock records")
+    return list(dict.fromkeys(stale)), missing
+
+
+def check_lock(repo: str | os.PathLike = ".") -> LockCheck:
+    """Which stages dvc.lock no longer describes: a code or data dep, a param, the command or an
+    output that differs from what the lock records, a dep that no stage makes and that is gone,
+    or a dep whose hash in the lock differs from the hash its upstream stage's output has there
+    (that stage reran, this one did not). An output that is only absent, and a dep that is an
+    upstream output and therefore absent, is what a clone without the data looks like: not stale."""
+    from dvc.exceptions import DvcException, NotDvcRepoError
+    from dvc.repo import Repo
+
+    if not Path(repo).is_dir():
+        raise SimganError(f"--repo {repo}: not a directory")
+    stale, missing = [], 0
+    try:
+        with Repo(str(repo)) as r:
+            status = r.status()
+            stages = list(r.index.stages)
+            outs = {os.path.normpath(o.fs_path): (s, o) for s in stages for o in s.outs}
+            locked: dict[Path, set[str]] = {}  # dvc.lock -> its stage names
+
+            @functools.cache
+            def git_ignored(path: str) -> bool:
+                return _git(Path(r.root_dir), "check-ignore", "-q", path).returncode == 0
+
+            for stage in stages:
+                lock = Path(stage.dvcfile.path).with_suffix(".lock")
+                if lock not in locked:
+                    locked[lock] = _locked_names(lock)
+                found, absent = _stage_status(stage, status.get(stage.addressing, []), outs, locked[lock], git_ignored)
+                name = stage.name if os.path.dirname(stage.dvcfile.path) == r.root_dir else \
+                    f"{os.path.relpath(stage.dvcfile.path, r.root_dir)}:{stage.name}"
+                stale += [(name, what) for what in found]
+                missing += absent
+    except NotDvcRepoError:
+        raise SimganError(f"--repo {repo}: not a DVC repository (no .dvc folder here or above)") from None
+    except DvcException as e:
+        raise SimganError(f"dvc status in {repo}: {e}") from None
+    return LockCheck(stale, len(stages), missing)
+
+
+def _lock_check_cmd(args) -> int:
+    result = check_lock(args.repo)
+    if result.stale:
+        print(f"simgan lock-check: dvc.lock is stale for {len({s for s, _ in result.stale})} of {result.stages} stages "
+              "(run `dvc repro` and commit dvc.lock):", file=sys.stderr)
+        for stage, what in result.stale:
+            print(f"  {stage}: {what}", file=sys.stderr)
+        return 1
+    print(f"simgan lock-check: dvc.lock matches dvc.yaml, params and code for all {result.stages} stages"
+          + (f" ({result.missing_outs} output{'s' * (result.missing_outs != 1)} absent: data not pulled, not checked)"
+             if result.missing_outs else ""))
+    return 0
+
+
 # --- command ------------------------------------------------------------------------------------
+
+def _check_writable(path: str, option: str, is_dir: bool) -> None:
+    """Fail before any slow work when `path` cannot be created: its nearest existing ancestor must
+    be a writable directory (a path under a regular file fails even for root)."""
+    target = Path(path)
+    if target.exists() and target.is_dir() != is_dir:
+        raise SimganError(f"{option} {path}: expected {'a directory' if is_dir else 'a file'}, "
+                          f"got an existing {'file' if is_dir else 'directory'}")
+    parent = (target if is_dir else target.parent).resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SimganError(f"{option} {path}: cannot create it: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SimganError(f"{option} {path}: cannot create it: no write permission in {parent}")
+
 
 def compare(repo: str | os.PathLike = ".", a: str = "HEAD~1", b: str = WORKSPACE, *, md: str | None = None,
             plots: str | None = None, fail_on: list[str] | None = None, show_all: bool = False) -> tuple[str, int]:
     """The report and the exit code (1 when a --fail-on gate fails, else 0)."""
     gates = [parse_gate(s) for s in fail_on or []]  # before any slow work, so typos fail fast
+    if md:
+        _check_writable(md, "--md", is_dir=False)
+    if plots:
+        _check_writable(plots, "--plots", is_dir=True)
     root = repo_root(repo)
     ra, rb = resolve_rev(root, a), resolve_rev(root, b)
     if ra.sha is None:
@@ -414,7 +604,10 @@ def compare(repo: str | os.PathLike = ".", a: str = "HEAD~1", b: str = WORKSPACE
         links = [os.path.relpath(p.resolve(), base) for p in pngs]
     text = build_report(ra, rb, mdiff, pdiff, ma, mb, show_all, gate_results, links)
     if md:
-        write_text_atomic(md, text)
+        try:
+            write_text_atomic(md, text)
+        except OSError as e:
+            raise SimganError(f"--md {md}: cannot write the report ({e.strerror or e})") from None
     return text, 1 if any(failed for _, _, failed in gate_results) else 0
 
 
@@ -446,3 +639,13 @@ def register(subparsers) -> None:
                         "old value, or by more than VALUE with abs=VALUE; repeatable")
     p.add_argument("--all", action="store_true", help="list unchanged metrics and params too")
     p.set_defaults(func=_cmd)
+    lc = subparsers.add_parser(
+        "lock-check",
+        help="fail when dvc.lock no longer matches dvc.yaml, params.yaml or the code (for CI)",
+        description="Exit 1, naming each stage and the dep, param or command that changed, when dvc.lock "
+                    "does not record a run of the current dvc.yaml, params and code; absent data and "
+                    "models (a clone without a DVC remote) are expected and pass. Exit 2 on a usage "
+                    "error. See docs/compare.md.",
+    )
+    lc.add_argument("--repo", default=".", metavar="DIR", help="the DVC repository (default: .)")
+    lc.set_defaults(func=_lock_check_cmd)

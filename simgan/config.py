@@ -7,6 +7,7 @@ was expected and what was found (issue 9)."""
 from __future__ import annotations
 
 import copy
+import io
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +41,27 @@ def one_of(*choices) -> Callable[[Any], str | None]:
         return None if v in choices else f"one of {list(choices)}"
 
     return check
+
+
+DEVICES = "'cpu', 'cuda', 'cuda:N' or 'auto'"
+
+
+def device_param(p: "Params", key: str) -> str:
+    """A device key ('auto': CUDA when present) -> the device it runs on, checked in the
+    reading process so that a typo or a missing GPU is one error naming the key, not a worker's
+    traceback."""
+    from simgan.device import resolve_device  # torch: only the readers of a device key pay for it
+
+    name = p.get(key, str, default="cpu")
+    try:
+        dev = resolve_device(name)
+    except RuntimeError:  # torch.device could not parse it
+        dev = None
+    except ValueError as e:  # a device this machine does not have
+        raise ParamsError(f"{p.path}: key '{key}': {str(e).removeprefix('device: ')}") from None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ParamsError(f"{p.path}: key '{key}': expected {DEVICES}, got {name!r}")
+    return str(dev)
 
 
 class Params:
@@ -95,12 +117,58 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def apply_profile(params_path: str | Path, profile_path: str | Path) -> dict:
-    """Overwrite params.yaml with itself deep-merged with a profile's overrides (atomically)."""
-    base = Params.load(params_path).data
+    """Merge a profile's overrides into params.yaml (a mapping merges key by key, any other value
+    replaces) and write it back atomically; returns the merged params.
+
+    The file is edited, not re-serialized: a ruamel.yaml round trip keeps every comment, the key
+    order and each value's flow or block style, so `git diff` shows only the values the profile
+    changed (PyYAML's dump dropped all comments of params.yaml)."""
+    base = Params.load(params_path).data  # errors name the file, as every params reader's do
     profile = Params.load(profile_path).data
     merged = deep_merge(base, profile)
-    write_text_atomic(params_path, yaml.safe_dump(merged, sort_keys=False, default_flow_style=None, width=110))
+    rt = _round_trip_yaml()
+    original = Path(params_path).read_text()
+    doc = rt.load(original)
+    _merge_in_place(doc, rt.load(Path(profile_path).read_text()))
+    out = io.StringIO()
+    rt.dump(doc, out)
+    text = _keep_line_breaks(original, out.getvalue())
+    if yaml.safe_load(text) != merged:  # never write a file that reads back as other values
+        raise ParamsError(f"{params_path}: applying {profile_path} would not round-trip; file left unchanged")
+    write_text_atomic(params_path, text)
     return merged
+
+
+def _round_trip_yaml():
+    from ruamel.yaml import YAML
+
+    rt = YAML()  # round trip: comments, order, flow/block style and scalar spelling kept
+    rt.width = 4096  # re-wrapping flow mappings would move untouched values to new lines
+    rt.preserve_quotes = True
+    return rt
+
+
+def _merge_in_place(node, override) -> None:
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(node.get(k), dict):
+            _merge_in_place(node[k], v)
+        elif isinstance(v, list) and isinstance(node.get(k), list):
+            node[k][:] = v  # the same sequence object keeps the comments attached to it
+        else:
+            node[k] = v
+
+
+def _keep_line_breaks(original: str, dumped: str) -> str:
+    """ruamel writes a flow mapping spread over several lines as one line; where that line's text
+    is the original lines' joined, the original lines are put back."""
+    lines = original.splitlines(keepends=True)
+    joined = {}
+    for i in range(len(lines)):
+        text = lines[i].rstrip()
+        for j in range(i + 1, min(i + 10, len(lines))):
+            text = f"{text} {lines[j].strip()}"
+            joined.setdefault(text, "".join(lines[i:j + 1]))
+    return "".join(joined.get(line.rstrip(), line) for line in dumped.splitlines(keepends=True))
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -117,7 +185,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def register(subparsers) -> None:
     p = subparsers.add_parser("params", help="switch profiles: apply a profile's overrides to params.yaml, or print them as `dvc exp run -S` arguments")
     sub = p.add_subparsers(dest="params_command", required=True)
-    a = sub.add_parser("apply", help="deep-merge PROFILE into params.yaml (rewrites the file; git restores it)")
+    a = sub.add_parser("apply", help="merge PROFILE into params.yaml key by key, keeping its comments and key order (git restores it)")
     a.add_argument("profile")
     a.add_argument("--params", default="params.yaml")
     a.set_defaults(func=lambda args: apply_profile(args.params, args.profile) and 0)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from simgan.data.format import pixels_to_unit
+
 # params.yaml's `bf16` keys: on, off, or "auto" (on where this machine runs it fast).
 BF16_CHOICES = (True, False, "auto")
 
@@ -64,5 +66,5 @@ def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: boo
     """uint8 images (stored format) -> float [-1, 1]; float batches pass through unchanged."""
     batch = batch.to(device, non_blocking=True)
     if batch.dtype == torch.uint8:
-        batch = batch.float().div_(127.5).sub_(1.0)
+        batch = pixels_to_unit(batch)
     return batch.contiguous(memory_format=memory_format(channels_last))

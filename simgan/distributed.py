@@ -10,18 +10,19 @@ the Prefect flow (flows/pipeline.py) runs the same functions as tasks on prefect
 DaskTaskRunner. Shard files live next to `dst`, so on a multi-machine cluster `dst`'s folder must
 be on storage every worker sees.
 
-Data-parallel training. `ddp_train_estimator` is `simgan.estimators.train_estimator` with the
-model wrapped in DistributedDataParallel: every rank draws the same batch indices and the same
-augmentations from the shared seed (so the random streams match the one-process run), then
+Data-parallel training. `simgan.estimators.train_estimator` is one loop for one process and for
+DDP: inside a torch.distributed process group every rank draws the same batch indices and the
+same augmentations from the shared seed (so the random streams match the one-process run), then
 computes the loss on its own slice of the batch, scaled so that DDP's gradient average equals the
-gradient of the whole batch's mean loss. With one process it is exactly train_estimator (same
-weights bit for bit). Entry point for torchrun:
+gradient of the whole batch's mean loss. Entry point for torchrun, with the settings of
+params.yaml's `estimator.<task>` (simgan.estimators.EstimatorConfig, as the estimator stage):
 
-    torchrun --standalone --nproc_per_node 2 -m simgan.distributed train-estimator --task gaze ...
+    torchrun --standalone --nproc_per_node 2 -m simgan.distributed train-estimator --task gaze \
+        --data data/gaze/refined.h5 --rows 4000 --seed 0 --out models/gaze/ddp/seed0.pt
 
-and the same arguments after `python -m simgan.distributed` run it as one process. Rank 0 alone
-writes the checkpoint and the history. BatchNorm statistics (hand net) stay per rank, as DDP
-does by default.
+and the same arguments after `python -m simgan.distributed` run it as one process (the weights of
+train_estimator, bit for bit). Rank 0 alone writes the checkpoint and the history. BatchNorm
+statistics (hand net) stay per rank, as DDP does by default.
 
 This module imports Dask only inside the functions that need it: torchrun ranks never pay for it.
 """
@@ -29,23 +30,23 @@ This module imports Dask only inside the functions that need it: torchrun ranks 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn as nn
+from torch import nn
 
-from simgan import estimators as est
-from simgan.data.format import LABELS_GROUP, DatasetWriter, open_dataset
-from simgan.device import memory_format
+from simgan.config import Params
+from simgan.data.format import DATA_KINDS, LABELS_GROUP, DatasetWriter, open_dataset
+from simgan.estimators import EstimatorConfig, read_training_labels, save_estimator, train_estimator
 from simgan.io import SimganError, write_text_atomic
 from simgan.refine import refine_dataset
 
@@ -71,13 +72,14 @@ def load_refiner_any(refiner: str | os.PathLike | nn.Module) -> nn.Module:
     Dask worker fetches a path, not a pickled network)."""
     if isinstance(refiner, nn.Module):
         return refiner
-    from simgan.train import load_refiner
+    from simgan.checkpoint import load_refiner
 
     return load_refiner(refiner)[0]
 
 
-def refine_shard(src: str, shard_path: str, refiner, start: int, stop: int, *, threads: int | None = None,
-                 **refine_kwargs) -> str:
+def refine_shard(
+    src: str, shard_path: str, refiner, start: int, stop: int, *, threads: int | None = None, **refine_kwargs
+) -> str:
     """Refine rows [start, stop) of `src` into `shard_path`; returns `shard_path`.
 
     `threads` sets torch's intra-op threads in this process (a Dask worker's share of the cores)."""
@@ -125,26 +127,38 @@ def shard_jobs(src: str | os.PathLike, dst: str | os.PathLike, shards: int, fold
     """One dict per shard: the src, shard_path, start, stop arguments of refine_shard."""
     with open_dataset(src, require_labels=False) as ds:
         plan = plan_shards(ds.n, ds.chunk_rows, shards)
-    return [dict(src=str(src), shard_path=str(folder / f"shard{i:05d}.h5"), start=a, stop=b)
-            for i, (a, b) in enumerate(plan)]
+    return [
+        dict(src=str(src), shard_path=str(folder / f"shard{i:05d}.h5"), start=a, stop=b)
+        for i, (a, b) in enumerate(plan)
+    ]
 
 
-def refine_sharded(src: str | os.PathLike, dst: str | os.PathLike, refiner, *, client, shards: int | None = None,
-                   threads: int | None = 1, **refine_kwargs) -> int:
+def refine_sharded(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    refiner,
+    *,
+    client,
+    shards: int | None = None,
+    threads: int | None = 1,
+    **refine_kwargs,
+) -> int:
     """`refine_dataset(src, dst, refiner, **refine_kwargs)` fanned out over row shards on a
     `distributed.Client`; same bytes in every key. `shards` defaults to the cluster's thread count."""
     if shards is None:
         shards = max(1, sum(client.nthreads().values()))
     with shard_dir(dst) as folder:
         jobs = shard_jobs(src, dst, shards, folder)
-        futures = [client.submit(refine_shard, refiner=refiner, threads=threads, pure=False, **job, **refine_kwargs)
-                   for job in jobs]
+        futures = [
+            client.submit(refine_shard, refiner=refiner, threads=threads, pure=False, **job, **refine_kwargs)
+            for job in jobs
+        ]
         paths = client.gather(futures)
         return combine_shards(paths, dst)
 
 
 # ----------------------------------------------------------------------------------------------
-# DistributedDataParallel training
+# Data-parallel estimator training (torchrun)
 
 
 def world() -> tuple[int, int, int]:
@@ -165,82 +179,12 @@ def init_distributed(device: str = "cpu") -> torch.device:
     return dev
 
 
-def batch_slice(batch: int, rank: int, size: int) -> slice:
-    """This rank's rows of a batch of `batch` rows: contiguous and as even as possible."""
-    return slice(rank * batch // size, (rank + 1) * batch // size)
-
-
-def ddp_train_estimator(
-    task: str,
-    images: np.ndarray,
-    labels: np.ndarray,
-    *,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    net_kwargs: dict | None = None,
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-    rotation_deg: float = 20.0,
-    device="cpu",
-    bf16: bool = False,
-    channels_last: bool = False,
-    log_every: int = 0,
-    lr_schedule: str = "constant",
-    columns: Sequence[str] | None = None,
-) -> tuple[nn.Module, list[dict]]:
-    """train_estimator's arguments and result, data-parallel over the torchrun process group.
-
-    Every rank holds the whole training set (it is in memory anyway) and the same generator;
-    rank r trains on rows batch_slice(B, r, W) of each batch. The returned model is the unwrapped
-    network (identical on every rank); history's losses are whole-batch means on every rank."""
-    est.check_train_args(task, steps, batch_size, lr, rotation_deg, log_every)
-    rank, size, _ = world()
-    if size > 1 and not dist.is_initialized():
-        raise SimganError("ddp_train_estimator: WORLD_SIZE > 1 but no process group; call init_distributed() first")
-    if batch_size < size:
-        raise ValueError(f"batch_size: expected an integer >= the {size} processes, got {batch_size!r}")
-    if size == 1:
-        return est.train_estimator(task, images, labels, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                   net_kwargs=net_kwargs, augment=augment, rotation_deg=rotation_deg, device=device,
-                                   bf16=bf16, channels_last=channels_last, log_every=log_every,
-                                   lr_schedule=lr_schedule, columns=columns)
-    dev = est._resolve_device(device)
-    model, x_all, y_all = est.prepare_training(task, images, labels, net_kwargs, seed, columns)
-    x_all, y_all = x_all.to(dev), y_all.to(dev)
-    mf = memory_format(channels_last)
-    model = model.to(dev, memory_format=mf).train()
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    opt, sched = est.make_optimizer(ddp.parameters(), lr, steps, lr_schedule)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    log = est.LossLog(steps, log_every)
-    for step in range(steps):
-        # The whole batch and its augmentation are drawn on every rank: the random streams then
-        # stay those of the one-process run, and each rank keeps only its slice.
-        xb, yb = est.draw_batch(task, x_all, y_all, batch_size, gen, rotation_deg, augment)
-        b = len(xb)
-        part = batch_slice(b, rank, size)
-        xb, yb = xb[part].contiguous(memory_format=mf), yb[part]
-        with est._autocast(dev, bf16):
-            out = ddp(xb)
-        # Each loss is a mean over its rows; weighting by the slice's share of the batch times
-        # `size` makes DDP's average of gradients the gradient of the whole batch's mean.
-        loss = est.estimator_loss(task, model, out, yb) * (len(xb) * size / b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        whole = loss.detach().float() / size
-        dist.all_reduce(whole)
-        log.add(step, float(whole))
-    return model.eval(), log.rows
-
-
 def _train_estimator_main(args: argparse.Namespace) -> int:
     from simgan.augment import photometric_augment
 
-    dev = init_distributed(args.device)
+    cfg = EstimatorConfig.from_params(Params.load(args.params), args.task)
+    kind = args.task if args.task in DATA_KINDS else "generic"  # a user task's data are generic
+    dev = init_distributed(cfg.device)
     rank, size, _ = world()
     try:
         with open_dataset(args.data, require_labels=True) as ds:
@@ -248,20 +192,23 @@ def _train_estimator_main(args: argparse.Namespace) -> int:
             if n < 1 or n > ds.n:
                 raise SimganError(f"{args.data}: --rows {args.rows}: expected 1..{ds.n}")
             images = ds.read([ds.image_key], slice(0, n))[ds.image_key]
-            labels, columns = est.read_training_labels(ds, args.task, slice(0, n))
-        augment = photometric_augment(args.task, json.loads(args.augment)) if args.augment else None
-        model, history = ddp_train_estimator(
-            args.task, images, labels, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            net_kwargs=json.loads(args.net), augment=augment, rotation_deg=args.rotation_deg, device=dev,
-            bf16=args.bf16, channels_last=args.channels_last, log_every=args.log_every,
-            lr_schedule=args.lr_schedule, columns=columns,
+            labels, columns = read_training_labels(ds, kind, slice(0, n), name=args.task)
+        augment = photometric_augment(kind, cfg.augment) if args.augment else None
+        model, history = train_estimator(
+            kind,
+            images,
+            labels,
+            dataclasses.replace(cfg, device=str(dev)),
+            seed=args.seed,
+            augment=augment,
+            columns=columns,
         )
         if rank == 0:
             meta = {"task": args.task, "seed": args.seed, "train_n": int(n), "processes": size, "data": str(args.data)}
-            est.save_estimator(args.out, model, meta)
+            save_estimator(args.out, model, meta)
             if args.history:
                 write_text_atomic(args.history, json.dumps(history, indent=1) + "\n")
-            print(f"train-estimator: {size} process(es), {n} images, {args.steps} steps -> {args.out}", flush=True)
+            print(f"train-estimator: {size} process(es), {n} images, {cfg.steps} steps -> {args.out}", flush=True)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -271,22 +218,24 @@ def _train_estimator_main(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m simgan.distributed", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train-estimator", help="train one estimator seed, data-parallel under torchrun (or as one process)")
-    t.add_argument("--task", required=True, choices=est.TASKS)
+    t = sub.add_parser(
+        "train-estimator",
+        help="train one estimator seed with params.yaml's estimator.TASK settings, "
+        "data-parallel under torchrun (or as one process)",
+    )
+    t.add_argument(
+        "--task",
+        required=True,
+        help="gaze, hand or a user task (generic data): params.yaml's estimator.TASK "
+        "holds the training settings, as for the estimator stage",
+    )
     t.add_argument("--data", required=True, help="a labelled data set file (first --rows rows are the training set)")
     t.add_argument("--rows", type=int, default=None)
-    t.add_argument("--steps", type=int, required=True)
-    t.add_argument("--batch-size", type=int, required=True, help="the whole batch, split over the processes")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--lr-schedule", default="constant", choices=est.LR_SCHEDULES)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--net", default="{}", help="network kwargs as JSON, e.g. '{\"width\": 0.5}'")
-    t.add_argument("--augment", default=None, help="photometric augmentation strengths as JSON ('{}': defaults)")
-    t.add_argument("--rotation-deg", type=float, default=20.0)
-    t.add_argument("--device", default="cpu", help="cpu | cuda (each rank takes cuda:LOCAL_RANK)")
-    t.add_argument("--bf16", action="store_true")
-    t.add_argument("--channels-last", action="store_true")
-    t.add_argument("--log-every", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="draws the initial weights, the batches and their augmentation")
+    t.add_argument(
+        "--augment", action="store_true", help="photometric augmentation with estimator.TASK.augment's strengths"
+    )
+    t.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     t.add_argument("--out", required=True, help="checkpoint path (written by rank 0)")
     t.add_argument("--history", default=None, help="loss history JSON path (written by rank 0)")
     t.set_defaults(func=_train_estimator_main)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from simgan.io import atomic_path  # noqa: E402
+from simgan.io import atomic_path
 
 SOURCE_STYLE = {"synthetic": ("tab:red", "-"), "refined": ("tab:blue", "-"), "real": ("tab:green", "-")}
 
@@ -59,17 +58,31 @@ def size_figure(path, task: str, rows: dict, metric: str) -> None:
     """Main metric (mean +- std over seeds) against training-set size, one line per source."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for source in ("synthetic", "refined", "real"):
-        pts = sorted((int(k.rsplit("_", 1)[1][:-1]), v[metric]) for k, v in rows.items() if re.fullmatch(rf"{source}_\d+x", k))
+        pts = sorted(
+            (int(k.rsplit("_", 1)[1][:-1]), v[metric]) for k, v in rows.items() if re.fullmatch(rf"{source}_\d+x", k)
+        )
         if pts:
             colour, _ = _style(source)
-            ax.errorbar([s for s, _ in pts], [m["mean"] for _, m in pts], yerr=[m["std"] for _, m in pts],
-                        marker="o", capsize=3, color=colour, label=source)
+            ax.errorbar(
+                [s for s, _ in pts],
+                [m["mean"] for _, m in pts],
+                yerr=[m["std"] for _, m in pts],
+                marker="o",
+                capsize=3,
+                color=colour,
+                label=source,
+            )
     for base in ("constant", "knn_synthetic"):
         if base in rows:
             ax.axhline(rows[base][metric]["mean"], color="tab:gray", ls=":" if base == "constant" else "-.", label=base)
     ax.set_xlabel("training-set size (multiples of 1x)")
-    ax.set_ylabel({"mean_error_deg": "mean angular error (deg)", "pck5_pct": "% joints within 5 px",
-                   "mae": "mean |error| (test-set stds)"}.get(metric, metric))
+    ax.set_ylabel(
+        {
+            "mean_error_deg": "mean angular error (deg)",
+            "pck5_pct": "% joints within 5 px",
+            "mae": "mean |error| (test-set stds)",
+        }.get(metric, metric)
+    )
     ax.set_title(f"{task}: accuracy vs training-set size")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

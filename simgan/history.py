@@ -19,7 +19,13 @@ import torch
 
 
 class HistoryBuffer:
-    def __init__(self, capacity: int, image_shape: tuple[int, ...], dtype: torch.dtype = torch.float16, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        capacity: int,
+        image_shape: tuple[int, ...],
+        dtype: torch.dtype = torch.float16,
+        device: str | torch.device = "cpu",
+    ):
         if capacity < 1:
             raise ValueError(f"history buffer capacity B: expected >= 1, got {capacity}")
         self.capacity = int(capacity)
@@ -38,7 +44,9 @@ class HistoryBuffer:
     def add(self, images: torch.Tensor, generator: torch.Generator) -> None:
         images = images.detach()
         if images.shape[1:] != self.images.shape[1:]:
-            raise ValueError(f"history buffer add: expected images of shape (k, {', '.join(map(str, self.images.shape[1:]))}), got {tuple(images.shape)}")
+            raise ValueError(
+                f"history buffer add: expected images of shape (k, {', '.join(map(str, self.images.shape[1:]))}), got {tuple(images.shape)}"
+            )
         n = images.shape[0]
         fill = min(n, self.capacity - self.size)
         if fill:
@@ -63,6 +71,8 @@ class HistoryBuffer:
 
     def load_state_dict(self, state: dict) -> None:
         if state["capacity"] != self.capacity:
-            raise ValueError(f"history buffer: checkpoint capacity B={state['capacity']} differs from the configured B={self.capacity}")
+            raise ValueError(
+                f"history buffer: checkpoint capacity B={state['capacity']} differs from the configured B={self.capacity}"
+            )
         self.size = int(state["size"])
         self.images[: self.size] = state["images"].to(self.images.dtype)

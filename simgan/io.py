@@ -1,6 +1,7 @@
 """Atomic file output: every artefact is written to a temporary path beside its target and renamed
 into place only when complete, so an interrupted process never leaves a file that DVC (or a reader)
-would take as valid, and an existing output is never clobbered by a half-written one."""
+would take as valid, and an existing output is never clobbered by a half-written one. Also the
+user-facing error, and the checks commands make on their outputs and options before any work."""
 
 from __future__ import annotations
 
@@ -9,14 +10,48 @@ import glob
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class SimganError(Exception):
     """A user-facing error: the message names the file, key or parameter and what was expected.
 
     The CLI prints it as one line and exits with status 2 (no traceback)."""
+
+
+def check_output_path(target: str | os.PathLike, option: str = "--out", directory: bool = False) -> Path:
+    """Fail with one line naming `option` unless `target` can be written as atomic_path writes it.
+
+    Every command calls this for each of its outputs before any work starts, so an --out under a
+    file, in a directory this user may not write, or naming an existing directory costs nothing
+    instead of a traceback after the whole data set was rendered. With `directory`, `target` is a
+    folder to write files into (it may exist). Missing parent folders are fine: atomic_path creates
+    them, so the nearest existing ancestor is the one that must be a writable directory."""
+    target = Path(target)
+    got = f"parameter '{option}': expected"
+    if not directory and target.is_dir():
+        raise SimganError(f"{got} a file name, got {str(target)!r} (an existing directory)")
+    if directory and target.exists() and not target.is_dir():
+        raise SimganError(f"{got} a directory, got {str(target)!r} (an existing file)")
+    ancestor = target if directory else target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SimganError(f"{got} a path inside a directory, got {str(target)!r} ({str(ancestor)!r} is a file)")
+    # os.access also says no on a read-only file system or an immutable (chattr +i) directory, for root too
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise SimganError(
+            f"{got} a path in a directory this user can write, got {str(target)!r} ({str(ancestor)!r} is not writable)"
+        )
+    return target
+
+
+def require_at_least(option: str, value: int | None, minimum: int = 1) -> None:
+    """An integer command-line option (None: not given) below its minimum -> one line naming it."""
+    if value is not None and value < minimum:
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise SimganError(f"parameter '{option}': expected {expected}, got {value}")
 
 
 @contextlib.contextmanager

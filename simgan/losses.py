@@ -15,7 +15,7 @@ on [-1, 1] per pixel" the same way whatever the batch size, image size or patch-
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,9 @@ def local_adversarial_loss(logits: torch.Tensor, target: float) -> torch.Tensor:
 def discriminator_loss(logits_refined: torch.Tensor, logits_real: torch.Tensor) -> torch.Tensor:
     """D's loss: refined patches -> REFINED_LABEL, real patches -> REAL_LABEL, each a per-patch mean,
     averaged so the two halves weigh the same whatever their sizes."""
-    return 0.5 * (local_adversarial_loss(logits_refined, REFINED_LABEL) + local_adversarial_loss(logits_real, REAL_LABEL))
+    return 0.5 * (
+        local_adversarial_loss(logits_refined, REFINED_LABEL) + local_adversarial_loss(logits_real, REAL_LABEL)
+    )
 
 
 def refiner_adversarial_loss(logits_refined: torch.Tensor) -> torch.Tensor:
@@ -82,7 +84,9 @@ def self_regularization_loss(refined: torch.Tensor, synthetic: torch.Tensor, psi
     return (f(refined.float()) - f(synthetic.float())).abs().mean()
 
 
-def refiner_loss(logits_refined: torch.Tensor, refined: torch.Tensor, synthetic: torch.Tensor, lam: float, psi: str = "identity"):
+def refiner_loss(
+    logits_refined: torch.Tensor, refined: torch.Tensor, synthetic: torch.Tensor, lam: float, psi: str = "identity"
+):
     """Returns (total, adversarial, regularization)."""
     adv = refiner_adversarial_loss(logits_refined)
     reg = self_regularization_loss(refined, synthetic, psi)

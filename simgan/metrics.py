@@ -12,15 +12,17 @@ Arrays are numpy in the stored data format; results are plain floats / lists for
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
+from torch import nn
 
-from simgan.estimators import _autocast, _check_task, _resolve_device, images_to_input
+from simgan.data.format import unit_to_pixels
+from simgan.device import autocast, resolve_device
+from simgan.estimators import check_task, images_to_input
 from simgan.optim import adam
 
 
@@ -107,14 +109,16 @@ def _joint_dist(pred_uv, true_uv) -> np.ndarray:
     p = _arr(pred_uv, "pred_uv")
     t = _arr(true_uv, "true_uv")
     if p.ndim < 2 or t.ndim < 2 or p.shape[-1] < 2 or t.shape[-1] < 2:
-        raise ValueError(f"pred_uv/true_uv: expected (N, J, 2) (extra trailing columns ignored), got {p.shape}, {t.shape}")
+        raise ValueError(
+            f"pred_uv/true_uv: expected (N, J, 2) (extra trailing columns ignored), got {p.shape}, {t.shape}"
+        )
     p, t = p[..., :2], t[..., :2]
     if p.shape != t.shape:
         raise ValueError(f"pred_uv: expected the shape of true_uv {t.shape}, got {p.shape}")
     return np.linalg.norm(p - t, axis=-1).ravel()
 
 
-def pck_curve(pred_uv, true_uv, thresholds: Iterable[float] = range(0, 21)) -> list[float]:
+def pck_curve(pred_uv, true_uv, thresholds: Iterable[float] = range(21)) -> list[float]:
     """% of joints whose predicted (u, v) lies within d pixels of the truth, for each d."""
     d = _joint_dist(pred_uv, true_uv)
     return [float(100.0 * np.mean(d <= t)) for t in thresholds]
@@ -173,7 +177,10 @@ def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Sample (N, H, W) at (N, J) sub-pixel (u=col, v=row); coordinates are clamped to the image."""
     n, h, w = img.shape
     u, v = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
-    u0, v0 = np.minimum(np.floor(u).astype(int), w - 2 if w > 1 else 0), np.minimum(np.floor(v).astype(int), h - 2 if h > 1 else 0)
+    u0, v0 = (
+        np.minimum(np.floor(u).astype(int), w - 2 if w > 1 else 0),
+        np.minimum(np.floor(v).astype(int), h - 2 if h > 1 else 0),
+    )
     u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
     fu, fv = u - u0, v - v0
     b = np.arange(n)[:, None]
@@ -215,11 +222,20 @@ class _RealismNet(nn.Module):
     def __init__(self, c: int = 32, in_channels: int = 1):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(2 * in_channels, c // 2, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(c // 2, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * c), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * c), nn.LeakyReLU(0.2, inplace=True),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * c, 1),
+            nn.Conv2d(2 * in_channels, c // 2, 3, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c // 2, c, 3, stride=2, padding=1),
+            nn.GroupNorm(8, c),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+            nn.GroupNorm(8, 2 * c),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1),
+            nn.GroupNorm(8, 2 * c),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * c, 1),
         )
 
     def forward(self, x):
@@ -227,14 +243,24 @@ class _RealismNet(nn.Module):
         return self.body(torch.cat([x, self.RESIDUAL_GAIN * (x - local_mean)], dim=1)).squeeze(1)
 
 
-def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: int = 300,
-                     batch_size: int = 64, test_fraction: float = 0.3, lr: float = 1e-3,
-                     device="cpu", bf16: bool = False) -> float:
+def realism_accuracy(
+    real_images,
+    other_images,
+    task: str,
+    *,
+    seed: int,
+    steps: int = 300,
+    batch_size: int = 64,
+    test_fraction: float = 0.3,
+    lr: float = 1e-3,
+    device="cpu",
+    bf16: bool = False,
+) -> float:
     """% of held-out images a fresh CNN classifies correctly as real vs other (50 = indistinguishable).
 
     The larger set is subsampled so the classes are balanced; each class is split train/test by
     `test_fraction`; the classifier sees only the train split. Deterministic under `seed` on CPU."""
-    _check_task(task)
+    check_task(task)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: expected in (0, 1), got {test_fraction}")
     if steps < 1 or batch_size < 1:
@@ -246,7 +272,9 @@ def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: 
     n = min(len(real), len(other))
     n_test = int(round(n * test_fraction))
     if n_test < 1 or n - n_test < 1:
-        raise ValueError(f"real_images/other_images: need enough images for a train and a test split, got {n} per class")
+        raise ValueError(
+            f"real_images/other_images: need enough images for a train and a test split, got {n} per class"
+        )
     rng = np.random.default_rng(seed)
     pr, po = rng.permutation(len(real))[:n], rng.permutation(len(other))[:n]
     xr, xo = real[torch.from_numpy(pr)], other[torch.from_numpy(po)]
@@ -254,7 +282,7 @@ def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: 
     y_tr = torch.cat([torch.ones(n - n_test), torch.zeros(n - n_test)])
     x_te = torch.cat([xr[:n_test], xo[:n_test]])
     y_te = torch.cat([torch.ones(n_test), torch.zeros(n_test)])
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = _RealismNet(in_channels=real.shape[1]).to(dev)
@@ -264,7 +292,7 @@ def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: 
     net.train()
     for _ in range(steps):
         idx = torch.randint(len(x_tr), (min(batch_size, len(x_tr)),), generator=gen).to(dev)
-        with _autocast(dev, bf16):
+        with autocast(dev, bf16):
             logit = net(x_tr[idx])
         loss = F.binary_cross_entropy_with_logits(logit.float(), y_tr[idx])
         opt.zero_grad(set_to_none=True)
@@ -272,10 +300,10 @@ def realism_accuracy(real_images, other_images, task: str, *, seed: int, steps: 
         opt.step()
     net.eval()
     correct = 0
-    with torch.no_grad(), _autocast(dev, bf16):
+    with torch.no_grad(), autocast(dev, bf16):
         for s in range(0, len(x_te), 512):
-            pred = net(x_te[s:s + 512].to(dev)).float().cpu() > 0
-            correct += int((pred == (y_te[s:s + 512] > 0.5)).sum())
+            pred = net(x_te[s : s + 512].to(dev)).float().cpu() > 0
+            correct += int((pred == (y_te[s : s + 512] > 0.5)).sum())
     return 100.0 * correct / len(x_te)
 
 
@@ -300,7 +328,7 @@ def constant_prediction(task: str, train_labels, n: int) -> np.ndarray:
     """The training set's mean label, repeated n times: gaze (n, 3) renormalized mean vector;
     hand (n, J, 2) mean (u, v) per joint; generic (n, K) float64 mean of each label column. Every
     estimator must beat this."""
-    _check_task(task)
+    check_task(task)
     y = _arr(train_labels, "train_labels")
     if len(y) == 0:
         raise ValueError("train_labels: expected at least one label")
@@ -323,8 +351,15 @@ def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
     return ((train - mu) / sd).astype(np.float32), ((test - mu) / sd).astype(np.float32)
 
 
-def knn_predict(train_features, train_labels, test_features, k: int = 5, metric: str = "cosine",
-                task: str | None = None, chunk: int = 1024) -> np.ndarray:
+def knn_predict(
+    train_features,
+    train_labels,
+    test_features,
+    k: int = 5,
+    metric: str = "cosine",
+    task: str | None = None,
+    chunk: int = 1024,
+) -> np.ndarray:
     """Mean label of the k nearest training samples for each test row.
 
     Features are standardized with the training set's per-feature mean/std; `metric` "cosine" or
@@ -345,7 +380,7 @@ def knn_predict(train_features, train_labels, test_features, k: int = 5, metric:
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
     task = task or _infer_task(y)
-    _check_task(task)
+    check_task(task)
     tr, te = _standardize(tr, te)
     if metric == "cosine":
         tr = tr / np.maximum(np.linalg.norm(tr, axis=1, keepdims=True), 1e-8)
@@ -353,12 +388,12 @@ def knn_predict(train_features, train_labels, test_features, k: int = 5, metric:
     tr_sq = (tr**2).sum(1)
     out = np.empty((len(te),) + y.shape[1:], dtype=np.float64)
     for s in range(0, len(te), chunk):
-        q = te[s:s + chunk]
+        q = te[s : s + chunk]
         # Ranking by -2 q.t + |t|^2 is the L2 ranking (|q|^2 is constant per row); on unit vectors
         # it is also the cosine ranking.
         d = tr_sq[None, :] - 2.0 * (q @ tr.T)
         nn_idx = np.argpartition(d, k - 1, axis=1)[:, :k]
-        out[s:s + chunk] = y[nn_idx].mean(1)
+        out[s : s + chunk] = y[nn_idx].mean(1)
     return _finish(task, out)
 
 
@@ -389,7 +424,7 @@ def equalized_pixel_features(images) -> np.ndarray:
         a = _arr(a, "images")
         if a.min() < -1 - 1e-4 or a.max() > 1 + 1e-4:
             raise ValueError(f"images: float images must lie in [-1, 1], got [{a.min():.3g}, {a.max():.3g}]")
-        a = np.clip(np.round((a + 1) * 127.5), 0, 255).astype(np.uint8)
+        a = unit_to_pixels(a)
     f = equalize_hist(a).reshape(len(a), -1).astype(np.float32)
     f -= f.mean(1, keepdims=True)
     sd = f.std(1, keepdims=True)

@@ -12,7 +12,7 @@ ports' bugs) of the probability that a patch is REFINED (see `simgan.losses`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -60,19 +60,34 @@ class Refiner(nn.Module):
 
     RESIDUAL_CLAMP = 0.995  # atanh(+-1) is infinite; +-0.995 keeps the skip path finite (2.99)
 
-    def __init__(self, in_channels: int = 1, channels: int = 64, blocks: int = 4, kernel: int = 3, residual: bool = False,
-                 padding_mode: str = "zeros", noise_channels: int = 0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: int = 64,
+        blocks: int = 4,
+        kernel: int = 3,
+        residual: bool = False,
+        padding_mode: str = "zeros",
+        noise_channels: int = 0,
+    ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("channels", channels), ("blocks", blocks)):
             if value < 1:
                 raise ValueError(f"Refiner {name}: expected >= 1, got {value}")
         if noise_channels < 0:
-            raise ValueError(f"Refiner noise_channels: expected >= 0 (0: a deterministic refiner), got {noise_channels}")
+            raise ValueError(
+                f"Refiner noise_channels: expected >= 0 (0: a deterministic refiner), got {noise_channels}"
+            )
         self.in_channels = in_channels
         self.noise_channels = noise_channels
         # padding_mode "replicate" (not in the paper) keeps the refiner from painting a frame along
         # the border, which zero padding invited on the embedded eyes
-        self.stem = nn.Sequential(nn.Conv2d(in_channels + noise_channels, channels, kernel, padding=_same_padding(kernel), padding_mode=padding_mode), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(
+                in_channels + noise_channels, channels, kernel, padding=_same_padding(kernel), padding_mode=padding_mode
+            ),
+            nn.ReLU(inplace=True),
+        )
         self.blocks = nn.Sequential(*[ResnetBlock(channels, kernel, padding_mode) for _ in range(blocks)])
         self.head = nn.Conv2d(channels, in_channels, 1)
         self.residual = residual
@@ -92,7 +107,9 @@ class Refiner(nn.Module):
                 noise = self.draw_noise(x)
             expected = (x.shape[0], self.noise_channels, *x.shape[2:])
             if tuple(noise.shape) != expected:
-                raise ValueError(f"Refiner noise: expected shape {expected} (N x noise_channels x H x W), got {tuple(noise.shape)}")
+                raise ValueError(
+                    f"Refiner noise: expected shape {expected} (N x noise_channels x H x W), got {tuple(noise.shape)}"
+                )
             inp = torch.cat([x, noise.to(device=x.device, dtype=x.dtype)], dim=1)
         elif noise is not None:
             raise ValueError("Refiner noise: this refiner has noise_channels=0 and takes no noise input")
@@ -157,7 +174,10 @@ class Discriminator(nn.Module):
             if kind == "conv":
                 _, out, kernel, stride = spec
                 out = max(1, round(out * width))
-                modules += [nn.Conv2d(channels, out, kernel, stride=stride, padding=_same_padding(kernel)), nn.ReLU(inplace=True)]
+                modules += [
+                    nn.Conv2d(channels, out, kernel, stride=stride, padding=_same_padding(kernel)),
+                    nn.ReLU(inplace=True),
+                ]
                 channels = out
             elif kind == "pool":
                 _, kernel, stride = spec
@@ -178,14 +198,24 @@ class Discriminator(nn.Module):
 # Presets: "paper" is the paper's sec. 3.1 / 3.2 (docs/paper.md); "cpu" is the default profile's smaller size, measured to
 # train in minutes on 2 cores (same code, fewer channels).
 REFINER_PRESETS = {
-    "gaze": {"paper": dict(channels=64, blocks=4, kernel=3),
-             "cpu": dict(channels=32, blocks=4, kernel=3, residual=True, padding_mode="replicate")},
-    "hand": {"paper": dict(channels=64, blocks=10, kernel=7),
-             "cpu": dict(channels=16, blocks=3, kernel=3, residual=True, padding_mode="replicate")},
+    "gaze": {
+        "paper": dict(channels=64, blocks=4, kernel=3),
+        "cpu": dict(channels=32, blocks=4, kernel=3, residual=True, padding_mode="replicate"),
+    },
+    "hand": {
+        "paper": dict(channels=64, blocks=10, kernel=7),
+        "cpu": dict(channels=16, blocks=3, kernel=3, residual=True, padding_mode="replicate"),
+    },
 }
 DISCRIMINATOR_PRESETS = {
-    "gaze": {"paper": dict(layers=GAZE_DISCRIMINATOR_LAYERS, width=1.0), "cpu": dict(layers=GAZE_DISCRIMINATOR_LAYERS, width=1.0)},
-    "hand": {"paper": dict(layers=HAND_DISCRIMINATOR_LAYERS, width=1.0), "cpu": dict(layers=HAND_CPU_DISCRIMINATOR_LAYERS, width=1.0)},
+    "gaze": {
+        "paper": dict(layers=GAZE_DISCRIMINATOR_LAYERS, width=1.0),
+        "cpu": dict(layers=GAZE_DISCRIMINATOR_LAYERS, width=1.0),
+    },
+    "hand": {
+        "paper": dict(layers=HAND_DISCRIMINATOR_LAYERS, width=1.0),
+        "cpu": dict(layers=HAND_CPU_DISCRIMINATOR_LAYERS, width=1.0),
+    },
 }
 
 

@@ -10,7 +10,7 @@ per-tensor loop only in rounding."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -64,6 +65,14 @@ def map_chunks(
 
 
 def _set_threads(threads: int = 1) -> None:
+    """A forked worker's initializer: `threads` torch/BLAS threads, and signals left to the parent.
+
+    Ctrl-C reaches the whole process group; the workers ignore it, so only the parent stops (one
+    "interrupted" line, its `with` blocks remove the temp output) and its pool terminates them
+    with SIGTERM, which must kill them quietly: a handler the parent installed (simgan.cli turns
+    SIGTERM into an exception) would otherwise be inherited and print a traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     # only when the parent already loaded torch: importing it here would cost seconds per pool
     torch = sys.modules.get("torch")
@@ -76,7 +85,9 @@ def _call_item(args):
     return item, fn(item)
 
 
-def map_processes(fn: Callable[[object], object], items: Sequence, workers: int, threads: int = 1) -> Iterator[tuple[object, object]]:
+def map_processes(
+    fn: Callable[[object], object], items: Sequence, workers: int, threads: int = 1
+) -> Iterator[tuple[object, object]]:
     """Yield (item, fn(item)) for independent runs (one per seed, say) as each one finishes.
 
     Up to `workers` forked processes with `threads` torch threads each. A result depends on its

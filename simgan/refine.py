@@ -20,8 +20,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from simgan.checkpoint import load_refiner_state
+from simgan.config import Params, bf16_setting, device_param, non_negative, positive
 from simgan.data.format import LABELS_GROUP, DatasetWriter, images_to_tensor, open_dataset, tensor_to_images
 from simgan.device import autocast, memory_format, resolve_device
+from simgan.io import SimganError
+from simgan.layout import data_path, refiner_path
 
 
 def row_noise(refiner: torch.nn.Module, first_row: int, x: torch.Tensor, seed: int) -> torch.Tensor | None:
@@ -49,8 +53,15 @@ def _refine_rows(net: torch.nn.Module, x: torch.Tensor, first_row: int, noise_se
 
 
 @torch.inference_mode()
-def refine_batches(refiner: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, bf16: bool, channels_last: bool,
-                   noise_seed: int = 0) -> torch.Tensor:
+def refine_batches(
+    refiner: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool,
+    noise_seed: int = 0,
+) -> torch.Tensor:
     """Refine a N x C x H x W float tensor in [-1, 1] batch by batch; returns float32 on the CPU.
     Row i of `images` is row i for the noise input (see row_noise)."""
     out = []
@@ -64,8 +75,18 @@ def refine_batches(refiner: torch.nn.Module, images: torch.Tensor, batch_size: i
 
 
 @torch.inference_mode()
-def _refine_stored(refiner, stored: np.ndarray, task: str, batch_size: int, device: torch.device, bf16: bool, channels_last: bool, pad: bool,
-                   first_row: int = 0, noise_seed: int = 0) -> np.ndarray:
+def _refine_stored(
+    refiner,
+    stored: np.ndarray,
+    task: str,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool,
+    pad: bool,
+    first_row: int = 0,
+    noise_seed: int = 0,
+) -> np.ndarray:
     """Stored-format images in, stored-format refined images out, converting one batch at a time:
     a chunk never exists as float32 in full (4x the uint8 bytes). `first_row` is the data set's
     row of stored[0], for the noise input.
@@ -135,8 +156,17 @@ def refine_dataset(
         if rows is not None:
             attrs["rows"] = [start, stop]
         # carry the source's chunking so shards and the whole file lay out rows identically
-        with DatasetWriter(dst, attrs, chunk_rows=ds.chunk_rows, require_labels=False) as w, ThreadPoolExecutor(2, thread_name_prefix="refine-io") as io:
-            bar = tqdm(total=stop - start, disable=not progress, desc=f"refine {Path(src).name}", unit="img", dynamic_ncols=True)
+        with (
+            DatasetWriter(dst, attrs, chunk_rows=ds.chunk_rows, require_labels=False) as w,
+            ThreadPoolExecutor(2, thread_name_prefix="refine-io") as io,
+        ):
+            bar = tqdm(
+                total=stop - start,
+                disable=not progress,
+                desc=f"refine {Path(src).name}",
+                unit="img",
+                dynamic_ncols=True,
+            )
             chunks = ds.iter_chunks(rows=slice(start, stop))
             # One chunk read ahead and one write in flight: the compute never waits on HDF5, and
             # at most three chunks are held at once (bounded memory at any N). h5py serialises
@@ -150,8 +180,18 @@ def refine_dataset(
                     break
                 pending_read = io.submit(next, chunks, None)
                 n = len(block[ds.image_key])
-                block[ds.image_key] = _refine_stored(net, block[ds.image_key], ds.task, batch_size, dev, bf16, channels_last, pad=compile,
-                                                     first_row=row, noise_seed=noise_seed)
+                block[ds.image_key] = _refine_stored(
+                    net,
+                    block[ds.image_key],
+                    ds.task,
+                    batch_size,
+                    dev,
+                    bf16,
+                    channels_last,
+                    pad=compile,
+                    first_row=row,
+                    noise_seed=noise_seed,
+                )
                 row += n
                 if pending_write is not None:
                     pending_write.result()
@@ -164,3 +204,33 @@ def refine_dataset(
                 if key.startswith(LABELS_GROUP + "/"):
                     w.set_group_attrs(key, unit=ds.unit(key))
     return stop - start
+
+
+def refine_settings(p: Params, task: str, root: str | os.PathLike = ".") -> dict:
+    """src, dst, refiner (the model file's path) and refine_dataset's keyword arguments for task
+    `task` from params.yaml's `refine` section: one reading for the refine stage, the sharded
+    refinement (`simgan refine`) and the Prefect flow's, so all three write the same file. Paths
+    are under `root` (the repository); `refined_from` is the source as the stage names it.
+
+    The refiner file must be the one trained for `task` (its `task` key): a refiner of another
+    task is an error here, before any image is refined."""
+    root = Path(root)
+    refiner = root / refiner_path(task)
+    if not refiner.exists():
+        raise SimganError(
+            f"{refiner}: file not found; expected the trained refiner of task {task!r} "
+            f"(`dvc repro adversarial@{task}` writes it)"
+        )
+    steps = int(load_refiner_state(refiner, task).get("steps", -1))
+    return dict(
+        src=str(root / data_path(task, "synthetic")),
+        dst=str(root / data_path(task, "refined")),
+        refiner=str(refiner),
+        batch_size=p.get("refine.batch_size", int, positive),
+        device=device_param(p, "refine.device"),
+        bf16=p.get("refine.bf16", (bool, str), bf16_setting),
+        channels_last=p.get("refine.channels_last", bool),
+        compile=p.get("refine.compile", bool, default=False),
+        noise_seed=p.get("refine.seed", int, non_negative, default=0),
+        extra_attrs={"refiner_steps": steps, "refined_from": str(data_path(task, "synthetic"))},
+    )

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from simgan.io import SimganError
 
@@ -33,8 +33,13 @@ PAPER: dict = {
     },
     "hand": {
         # Table 4: % of joints within 5 px on real NYU.
-        "pck5_pct": {"synthetic_1x": 69.7, "refined_1x": 72.4, "real_1x": 74.5,
-                     "synthetic_3x": 77.7, "refined_3x": 83.3},
+        "pck5_pct": {
+            "synthetic_1x": 69.7,
+            "refined_1x": 72.4,
+            "real_1x": 74.5,
+            "synthetic_3x": 77.7,
+            "refined_3x": 83.3,
+        },
     },
     # Pupil-centre shift between synthetic and refined eyes, px (eye 55 px wide).
     "label_preservation": {"pupil_shift_px": {"mean": 1.1, "std": 0.8}},
@@ -83,12 +88,8 @@ def _cell(metrics: Mapping, task: str, row: str, metric: str) -> Mapping | None:
     d = entry.get(metric)
     if d is None:
         return None
-    if not isinstance(d, Mapping) or not _is_num(d.get("mean")) or not (
-        d.get("std") is None or _is_num(d.get("std"))
-    ):
-        raise SimganError(
-            f"{task} metrics: rows.{row}.{metric}: expected {{'mean': number, 'std': number}}, got {d!r}"
-        )
+    if not isinstance(d, Mapping) or not _is_num(d.get("mean")) or not (d.get("std") is None or _is_num(d.get("std"))):
+        raise SimganError(f"{task} metrics: rows.{row}.{metric}: expected {{'mean': number, 'std': number}}, got {d!r}")
     return d
 
 
@@ -217,14 +218,20 @@ def _task_table_md(metrics: Mapping, spec: _TaskSpec) -> str:
             if col.paper is not None:
                 line.append(_paper_cell(spec, col, key))
         body.append(line)
-    notes = [_header_line(metrics) + "Paper numbers are " + RECALLED + " from secondary summaries: "
-             "targets for direction and size of effect, not ground truth."]
+    notes = [
+        _header_line(metrics) + "Paper numbers are " + RECALLED + " from secondary summaries: "
+        "targets for direction and size of effect, not ground truth."
+    ]
     if spec.name == "gaze":
         if any(r[0] == "real_1x" for r in rows):
-            notes.append(f"{REAL_UT_MARK} The paper's real-data CNN was trained on UT Multiview, a different "
-                         "data set from its test set; ours is trained on the real domain it is tested on.")
-        notes.append(f"Paper ablation {RECALLED}: without the history buffer the refined mean error rose to "
-                     f"{PAPER['gaze']['no_history_buffer_mean_error_deg']} deg (from 7.8).")
+            notes.append(
+                f"{REAL_UT_MARK} The paper's real-data CNN was trained on UT Multiview, a different "
+                "data set from its test set; ours is trained on the real domain it is tested on."
+            )
+        notes.append(
+            f"Paper ablation {RECALLED}: without the history buffer the refined mean error rose to "
+            f"{PAPER['gaze']['no_history_buffer_mean_error_deg']} deg (from 7.8)."
+        )
     return md_table(header, body) + "\n\n" + "\n\n".join(notes)
 
 
@@ -245,16 +252,20 @@ def _gain_md(metrics: Mapping) -> str:
     if not isinstance(gain, Mapping) or not gain:
         return ""
     paper_1x = PAPER["gaze"]["mean_error_deg"]
-    derived = {"refined_vs_synthetic_1x_rel_pct": 100 * (paper_1x["synthetic_1x"] - paper_1x["refined_1x"])
-               / paper_1x["synthetic_1x"]}
+    derived = {
+        "refined_vs_synthetic_1x_rel_pct": 100
+        * (paper_1x["synthetic_1x"] - paper_1x["refined_1x"])
+        / paper_1x["synthetic_1x"]
+    }
     body = []
     for key in sorted(gain):
         value = gain[key]
         ours = _fmt(value, 1) if _is_num(value) else format_mean_std(value)
         paper = f"{derived[key]:.1f} (from Table 3)" if key in derived else ""
         body.append([f"`{key}`", ours, paper])
-    return ("\n\nRelative gain of refined over synthetic training (mean error, %):\n\n"
-            + md_table(["Gain", "Ours (%)", f"Paper {RECALLED}"], body))
+    return "\n\nRelative gain of refined over synthetic training (mean error, %):\n\n" + md_table(
+        ["Gain", "Ours (%)", f"Paper {RECALLED}"], body
+    )
 
 
 # Raw synthetic images differ from real ones by construction; a classifier that cannot tell those
@@ -276,19 +287,30 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
             if not _is_num(value):
                 raise SimganError(f"{task} metrics: realism.{key}: expected a number, got {value!r}")
             paper = PAPER["realism"][key] if task == "gaze" else None
-            body.append([task, label, _fmt(value, 1), _fmt(abs(value - 50.0), 1),
-                         f"{paper} (humans)" if paper is not None else ""])
+            body.append(
+                [
+                    task,
+                    label,
+                    _fmt(value, 1),
+                    _fmt(abs(value - 50.0), 1),
+                    f"{paper} (humans)" if paper is not None else "",
+                ]
+            )
             if key == "synthetic_vs_real_acc_pct" and abs(value - 50.0) < UNTRAINED_REALISM_POINTS:
-                notes.append(f"**The {task} classifier learned nothing:** it tells raw synthetic images from "
-                             f"real ones only {value:.1f}% of the time, so its refined-vs-real number is no "
-                             f"evidence of realism (raise `evaluate.{task}.realism_steps`).")
+                notes.append(
+                    f"**The {task} classifier learned nothing:** it tells raw synthetic images from "
+                    f"real ones only {value:.1f}% of the time, so its refined-vs-real number is no "
+                    f"evidence of realism (raise `evaluate.{task}.realism_steps`)."
+                )
     if not body:
         return "_No realism metrics._"
-    return (md_table(["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)",
-                       f"Paper {RECALLED}"], body)
-            + "\n\n50% means the classifier cannot tell the pair apart; the paper's numbers are people's "
-              "accuracy in a visual Turing test, so only the direction is comparable."
-            + "".join(f"\n\n{n}" for n in notes))
+    return (
+        md_table(
+            ["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)", f"Paper {RECALLED}"], body
+        )
+        + "\n\n50% means the classifier cannot tell the pair apart; the paper's numbers are people's "
+        "accuracy in a visual Turing test, so only the direction is comparable." + "".join(f"\n\n{n}" for n in notes)
+    )
 
 
 _SHIFTS = {
@@ -316,6 +338,7 @@ def label_preservation_md(metrics_by_task: Mapping[str, Mapping]) -> str:
 
 
 # --- verdicts -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -347,8 +370,12 @@ def judge(metrics: Mapping, task: str, a: str, b: str) -> Outcome | None:
 
 
 def _row_name(key: str) -> str:
-    names = {"constant": "the constant predictor", "knn_synthetic": "k-NN on synthetic",
-             "synthetic_aug_1x": "synthetic + augmentation (1x)", "refined_aug_1x": "refined + augmentation (1x)"}
+    names = {
+        "constant": "the constant predictor",
+        "knn_synthetic": "k-NN on synthetic",
+        "synthetic_aug_1x": "synthetic + augmentation (1x)",
+        "refined_aug_1x": "refined + augmentation (1x)",
+    }
     if key in names:
         return names[key]
     m = _SIZED.match(key)
@@ -361,8 +388,10 @@ def _sentence(o: Outcome, spec: _TaskSpec) -> str:
     nums = f"{format_mean_std(o.a_cell)}{unit} vs {format_mean_std(o.b_cell)}{unit}"
     a, b = _row_name(o.a), _row_name(o.b)
     if o.kind == "same":
-        return (f"{a.capitalize()} vs {b}: no measurable difference in {what} ({nums}; the difference "
-                f"{abs(o.diff):.1f} is within the spread {o.spread:.1f}).")
+        return (
+            f"{a.capitalize()} vs {b}: no measurable difference in {what} ({nums}; the difference "
+            f"{abs(o.diff):.1f} is within the spread {o.spread:.1f})."
+        )
     rel = f", {100 * abs(o.diff) / abs(o.b_cell['mean']):.0f}% relative" if o.b_cell["mean"] else ""
     if spec.lower_is_better:
         direction = "lower" if o.diff < 0 else "higher"
@@ -379,8 +408,11 @@ def _summary_names(outcomes: list[Outcome]) -> list[str]:
     by_row: dict[str, set[bool]] = {}
     for o in outcomes:
         by_row.setdefault(_row_name(o.b), set()).add(o.a.startswith("refined_aug"))
-    labels = {frozenset({False}): "", frozenset({True}): " (refined + augmentation)",
-              frozenset({False, True}): " (refined with or without augmentation)"}
+    labels = {
+        frozenset({False}): "",
+        frozenset({True}): " (refined + augmentation)",
+        frozenset({False, True}): " (refined with or without augmentation)",
+    }
     return sorted(name + labels[frozenset(aug)] for name, aug in by_row.items())
 
 
@@ -438,6 +470,23 @@ def _scaling_sentence(metrics: Mapping, spec: _TaskSpec) -> str:
     if not parts:
         return ""
     return "More training data: " + "; ".join(parts) + "."
+
+
+FIGURES = (
+    ("samples.png", "synthetic | refined | real samples"),
+    ("curves.png", "error / PCK curves on the real test set"),
+    ("size.png", "accuracy vs training-set size"),
+    ("losses.png", "adversarial training losses"),
+)
+
+
+def figures_md(figures_by_task: Mapping[str, Collection[str]]) -> str:
+    """The report's figure section: per task, the FIGURES among its files (names in
+    reports/<task>/), in FIGURES order, as links relative to reports/."""
+    lines = ["", "## Figures", ""]
+    for task, names in figures_by_task.items():
+        lines += [f"![{task}: {caption}]({task}/{name})" for name, caption in FIGURES if name in names]
+    return "\n".join(lines) + "\n"
 
 
 def report_md(metrics_by_task: Mapping[str, Mapping], level: int = 1) -> str:

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from simgan.checkpoint import load_checkpoint, save_model, save_torch
 from simgan.config import bf16_setting
 from simgan.device import autocast, memory_format, resolve_device, to_model_input
 from simgan.history import HistoryBuffer
-from simgan.io import SimganError, atomic_path
+from simgan.io import SimganError
 from simgan.losses import (
     REAL_LABEL,
     REFINED_LABEL,
@@ -92,9 +92,17 @@ class TrainConfig:
             ("k_d", self.k_d >= 1, ">= 1"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("lr", math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
-            ("lr_discriminator", math.isfinite(self.lr_discriminator) and self.lr_discriminator >= 0, "a finite number >= 0 (0: the refiner's lr)"),
+            (
+                "lr_discriminator",
+                math.isfinite(self.lr_discriminator) and self.lr_discriminator >= 0,
+                "a finite number >= 0 (0: the refiner's lr)",
+            ),
             ("lam", math.isfinite(self.lam) and self.lam >= 0, "a finite number >= 0"),
-            ("history_size", self.history_size == 0 or self.history_size >= self.batch_size, f"0 (disabled) or >= batch_size b={self.batch_size}"),
+            (
+                "history_size",
+                self.history_size == 0 or self.history_size >= self.batch_size,
+                f"0 (disabled) or >= batch_size b={self.batch_size}",
+            ),
             ("crop", self.crop >= 0, ">= 0 (0: whole images)"),
             ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
             ("log_every", self.log_every >= 1, ">= 1"),
@@ -108,16 +116,30 @@ class TrainConfig:
         get_psi(self.psi)
         for name, n in (("synthetic", n_synthetic), ("real", n_real)):
             if n is not None and n < self.batch_size:
-                raise ValueError(f"train.batch_size: expected <= the number of {name} images ({n}), got {self.batch_size}")
+                raise ValueError(
+                    f"train.batch_size: expected <= the number of {name} images ({n}), got {self.batch_size}"
+                )
 
 
-def build_networks(task: str, size: str = "cpu", seed: int = 0, refiner: dict | None = None, discriminator: dict | None = None, in_channels: int = 1):
+def build_networks(
+    task: str,
+    size: str = "cpu",
+    seed: int = 0,
+    refiner: dict | None = None,
+    discriminator: dict | None = None,
+    in_channels: int = 1,
+):
     """Refiner and discriminator from a preset plus overrides, initialised from `seed` alone."""
     r_kwargs = {**refiner_preset(task, size), **(refiner or {})}
     d_kwargs = {**discriminator_preset(task, size), **(discriminator or {})}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Refiner(in_channels=in_channels, **r_kwargs), Discriminator(in_channels=in_channels, **d_kwargs), r_kwargs, d_kwargs
+        return (
+            Refiner(in_channels=in_channels, **r_kwargs),
+            Discriminator(in_channels=in_channels, **d_kwargs),
+            r_kwargs,
+            d_kwargs,
+        )
 
 
 def _make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
@@ -143,7 +165,9 @@ class SimGANTrainer:
     synthetic / real: N x C x H x W tensors in memory, uint8 (stored format) or float in [-1, 1].
     on_log(row): called every `log_every` steps with a dict of losses and accuracies.
     on_sample(step, grids): called every `sample_every` steps with fixed synthetic / refined / real
-    examples (for the PNG sample grids)."""
+    examples (for the PNG sample grids).
+    refiner_kwargs: the refiner's constructor arguments (build_networks), recorded by save_refiner
+    so that simgan.checkpoint.load_refiner can rebuild it."""
 
     refiner: Refiner
     discriminator: Discriminator
@@ -154,6 +178,7 @@ class SimGANTrainer:
     on_log: Callable[[dict], None] | None = None
     on_sample: Callable[[int, dict], None] | None = None
     progress: bool = True
+    refiner_kwargs: dict | None = None
     log: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
@@ -163,26 +188,43 @@ class SimGANTrainer:
             if t.shape[0] == 0:
                 raise ValueError(f"{name} images: expected at least one image, got an empty data set")
         if self.synthetic.shape[1:] != self.real.shape[1:]:
-            raise ValueError(f"real images: expected the synthetic images' shape C x H x W = {tuple(self.synthetic.shape[1:])}, got {tuple(self.real.shape[1:])}")
+            raise ValueError(
+                f"real images: expected the synthetic images' shape C x H x W = {tuple(self.synthetic.shape[1:])}, got {tuple(self.real.shape[1:])}"
+            )
         self.cfg.validate(self.synthetic.shape[0], self.real.shape[0])
         h, w = self.synthetic.shape[2:]
         if self.cfg.crop and not 8 <= self.cfg.crop <= min(h, w):
-            raise ValueError(f"train.crop: expected 0 (whole images) or 8..{min(h, w)} (the images are {h} x {w}), got {self.cfg.crop}")
-        self.train_shape = (self.synthetic.shape[1], self.cfg.crop, self.cfg.crop) if self.cfg.crop else tuple(self.synthetic.shape[1:])
+            raise ValueError(
+                f"train.crop: expected 0 (whole images) or 8..{min(h, w)} (the images are {h} x {w}), got {self.cfg.crop}"
+            )
+        self.train_shape = (
+            (self.synthetic.shape[1], self.cfg.crop, self.cfg.crop)
+            if self.cfg.crop
+            else tuple(self.synthetic.shape[1:])
+        )
         self.device = resolve_device(self.cfg.device)
         mf = memory_format(self.cfg.channels_last)
         self.refiner.to(self.device, memory_format=mf)
         self.discriminator.to(self.device, memory_format=mf)
         self.opt_r = _make_optimizer(self.refiner.parameters(), self.cfg, self.cfg.lr)
-        self.opt_d = _make_optimizer(self.discriminator.parameters(), self.cfg, self.cfg.lr_discriminator or self.cfg.lr)
-        self.buffer = HistoryBuffer(self.cfg.history_size, self.train_shape, device=self.device) if self.cfg.history_size else None
+        self.opt_d = _make_optimizer(
+            self.discriminator.parameters(), self.cfg, self.cfg.lr_discriminator or self.cfg.lr
+        )
+        self.buffer = (
+            HistoryBuffer(self.cfg.history_size, self.train_shape, device=self.device)
+            if self.cfg.history_size
+            else None
+        )
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.step = 0
         # fixed examples for the sample grids, drawn from their own generator so that turning the
         # grids on or off never changes the training draws
         g = torch.Generator().manual_seed(self.cfg.seed + 1)
         k = min(8, self.synthetic.shape[0], self.real.shape[0])
-        self._grid_idx = (torch.randperm(self.synthetic.shape[0], generator=g)[:k], torch.randperm(self.real.shape[0], generator=g)[:k])
+        self._grid_idx = (
+            torch.randperm(self.synthetic.shape[0], generator=g)[:k],
+            torch.randperm(self.real.shape[0], generator=g)[:k],
+        )
 
     # -- data ----------------------------------------------------------------------------------
     def _batch(self, images: torch.Tensor, n: int) -> torch.Tensor:
@@ -192,7 +234,7 @@ class SimGANTrainer:
             c, (h, w) = self.cfg.crop, images.shape[2:]
             top = torch.randint(0, h - c + 1, (n,), generator=self.generator).tolist()
             left = torch.randint(0, w - c + 1, (n,), generator=self.generator).tolist()
-            batch = torch.stack([img[:, t:t + c, l:l + c] for img, t, l in zip(batch, top, left)])
+            batch = torch.stack([img[:, t : t + c, l : l + c] for img, t, l in zip(batch, top, left)])
         return to_model_input(batch, self.device, self.cfg.channels_last)
 
     def phase(self, step: int | None = None) -> str:
@@ -207,7 +249,9 @@ class SimGANTrainer:
     def _check(self, name: str, value: torch.Tensor) -> float:
         v = float(value.detach())
         if not math.isfinite(v):
-            raise TrainingDiverged(f"training diverged at step {self.step} ({self.phase()}): {name} = {v}; {self._checkpoint_note()}")
+            raise TrainingDiverged(
+                f"training diverged at step {self.step} ({self.phase()}): {name} = {v}; {self._checkpoint_note()}"
+            )
         return v
 
     def _refine(self, x: torch.Tensor) -> torch.Tensor:
@@ -304,7 +348,9 @@ class SimGANTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != CHECKPOINT_VERSION:
-            raise SimganError(f"checkpoint {self.checkpoint_path}: expected version {CHECKPOINT_VERSION}, got {state.get('version')!r}")
+            raise SimganError(
+                f"checkpoint {self.checkpoint_path}: expected version {CHECKPOINT_VERSION}, got {state.get('version')!r}"
+            )
         # Where the run continues is not a training param: a run started on a GPU may resume on a
         # CPU-only machine (and back); the saved tensors are on the CPU either way.
         free = ("steps", "checkpoint_every", "log_every", "sample_every", "device")
@@ -331,9 +377,26 @@ class SimGANTrainer:
             return
         for name, net in (("refiner", self.refiner), ("discriminator", self.discriminator)):
             if not _all_finite(net):
-                raise TrainingDiverged(f"training diverged at step {self.step}: {name} weights contain NaN/inf; {self._checkpoint_note()}")
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(self.state_dict(), tmp)
+                raise TrainingDiverged(
+                    f"training diverged at step {self.step}: {name} weights contain NaN/inf; {self._checkpoint_note()}"
+                )
+        save_torch(self.state_dict(), self.checkpoint_path)
+
+    def save_refiner(self, path: str | Path, **meta) -> None:
+        """The refiner as a model file (simgan.checkpoint.save_model) with what load_refiner
+        rebuilds it from and the step it was trained to; `meta` (e.g. task) is recorded too."""
+        if self.refiner_kwargs is None:
+            raise ValueError(
+                "refiner_kwargs: expected the refiner's constructor arguments (SimGANTrainer(refiner_kwargs=...)) to write a loadable refiner file"
+            )
+        save_model(
+            path,
+            self.refiner,
+            **meta,
+            in_channels=self.refiner.in_channels,
+            refiner_kwargs=self.refiner_kwargs,
+            steps=self.step,
+        )
 
     def _checkpoint_note(self) -> str:
         # Divergence before the first save (or after a pipeline tool deleted the old file) must not
@@ -359,25 +422,42 @@ class SimGANTrainer:
         with torch.no_grad(), autocast(self.device, self.cfg.bf16):
             # the grids' own fixed noise: drawing it from the training generator would make the
             # training draws depend on sample_every
-            refined = self.refiner(x, self.refiner.draw_noise(x, torch.Generator().manual_seed(self.cfg.seed + 2))).float()
+            refined = self.refiner(
+                x, self.refiner.draw_noise(x, torch.Generator().manual_seed(self.cfg.seed + 2))
+            ).float()
         real = to_model_input(self.real[real_idx], self.device, False)
         return {"synthetic": x.float().cpu(), "refined": refined.cpu(), "real": real.float().cpu()}
 
     def run(self) -> list[dict]:
         self.maybe_resume()
         total = self.cfg.total_steps
-        bar = tqdm(total=total, initial=self.step, disable=not self.progress, desc="simgan", unit="step", dynamic_ncols=True, mininterval=1.0)
-        t0 = time.perf_counter()
+        # The log rows go into the checkpoint and the stages' tracked files, so they hold what the
+        # params and seeds determine and no wall-clock time (a rerun must write the same bytes);
+        # the progress bar shows the timing.
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            disable=not self.progress,
+            desc="simgan",
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
         try:
             while self.step < total:
                 row = self.train_step()
                 if self.step % self.cfg.log_every == 0 or self.step == total:
-                    row["seconds"] = round(time.perf_counter() - t0, 3)
                     self.log.append(row)
                     if self.on_log:
                         self.on_log(row)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith(("loss", "disc_acc"))}, refresh=False)
-                if self.on_sample and self.cfg.sample_every and (self.step % self.cfg.sample_every == 0 or self.step == total):
+                    bar.set_postfix(
+                        {k: f"{v:.3f}" for k, v in row.items() if k.startswith(("loss", "disc_acc"))}, refresh=False
+                    )
+                if (
+                    self.on_sample
+                    and self.cfg.sample_every
+                    and (self.step % self.cfg.sample_every == 0 or self.step == total)
+                ):
                     self.on_sample(self.step, self.sample_grids())
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == total:
                     self.save_checkpoint()
@@ -390,28 +470,3 @@ class SimGANTrainer:
 
 def tuple_or(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint without executing code: weights_only refuses arbitrary pickles."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a malicious or corrupt file: say which, never run it
-        raise SimganError(f"{path}: not a loadable simgan checkpoint (weights_only load refused or failed: {type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-
-
-def save_model(path: str | Path, module: nn.Module, **meta) -> None:
-    """A model file as a plain dict: {"model": state_dict, **meta}, written atomically."""
-    with atomic_path(path) as tmp:
-        torch.save({"model": {k: v.detach().cpu() for k, v in module.state_dict().items()}, **meta}, tmp)
-
-
-def load_refiner(path: str | Path) -> tuple[Refiner, dict]:
-    state = load_checkpoint(path)
-    for key in ("model", "refiner_kwargs", "in_channels"):
-        if key not in state:
-            raise SimganError(f"{path}: key '{key}': expected a refiner model file written by simgan, key missing")
-    refiner = Refiner(in_channels=state["in_channels"], **state["refiner_kwargs"])
-    refiner.load_state_dict(state["model"])
-    refiner.eval()
-    return refiner, state

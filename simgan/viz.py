@@ -8,12 +8,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from simgan.data.format import unit_to_pixels
 from simgan.io import atomic_path
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
-    """N x C x H x W in [-1, 1] -> N x H x W (x 3) uint8."""
-    a = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    """N x C x H x W in [-1, 1] -> N x H x W (x 3) uint8 (unit_to_pixels: values outside [-1, 1] clamp)."""
+    a = unit_to_pixels(t.detach().float()).cpu().numpy()
     return a[:, 0] if a.shape[1] == 1 else a.transpose(0, 2, 3, 1)
 
 

@@ -17,16 +17,30 @@ import hashlib
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 from simgan.config import ParamsError
 from simgan.io import SimganError, write_text_atomic
-from simgan.train import save_model
+from simgan.layout import refiner_path
 from simgan.viz import save_image_grid
-from stages.common import Params, check_task, run_stage
+from stages.common import TASK_ARG, Params, check_task, run_stage
 from stages.gan_setup import build_trainer
 
-LOG_COLUMNS = ["step", "phase", "loss_refiner_adv", "loss_refiner_reg", "loss_disc", "disc_acc_real", "disc_acc_refined", "refined_change", "seconds"]
+# train_losses.csv's columns: what the params and seeds determine, so a rerun writes the same file
+# (the report stage reads it); the training time goes to stdout. A row of a checkpoint written
+# before the log held no wall-clock time still carries `seconds`: it is left out.
+LOG_COLUMNS = [
+    "step",
+    "phase",
+    "loss_refiner_adv",
+    "loss_refiner_reg",
+    "loss_disc",
+    "disc_acc_real",
+    "disc_acc_refined",
+    "refined_change",
+]
+METRICS = LOG_COLUMNS[2:]  # the dvclive metrics: everything but the step and the phase
 
 
 def run_checkpoint(task: str, p: Params, pretrained: Path) -> Path:
@@ -56,13 +70,15 @@ def training_log(live_dir: Path):
     try:
         return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=False)
     except SCMError as e:
-        raise SimganError(f"{live_dir}: dvclive could not read the git repository ({e}); it needs at least one "
-                          f"commit: run `git add -A && git commit -m init`, then `dvc repro` again") from None
+        raise SimganError(
+            f"{live_dir}: dvclive could not read the git repository ({e}); it needs at least one "
+            f"commit: run `git add -A && git commit -m init`, then `dvc repro` again"
+        ) from None
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        raise ParamsError("usage: python -m stages.adversarial gaze|hand")
+        raise ParamsError(f"usage: python -m stages.adversarial {TASK_ARG}")
     task = check_task(argv[0])
     p = Params.load()
     pretrained = Path("models") / task / "pretrained.pt"
@@ -81,7 +97,7 @@ def main(argv: list[str]) -> None:
         def on_log(row: dict) -> None:
             live.step = row["step"]
             for k, v in row.items():
-                if k not in ("step", "phase", "seconds"):
+                if k in METRICS:
                     live.log_metric(f"{task}/{k}", v)
 
         def on_sample(step: int, grids: dict) -> None:
@@ -93,9 +109,10 @@ def main(argv: list[str]) -> None:
             print(f"adversarial {task}: resuming {ckpt} at step {resumed_at}", flush=True)
             for row in trainer.log:  # replay the restored history so the dvclive log is whole
                 on_log(row)
+        start, t0 = trainer.step, time.perf_counter()
         trainer.run()
-    save_model(Path("models") / task / "refiner.pt", trainer.refiner, task=task, in_channels=trainer.refiner.in_channels,
-               refiner_kwargs=trainer.refiner_kwargs, steps=trainer.step)
+        print(f"adversarial {task}: steps {start}-{trainer.step} in {time.perf_counter() - t0:.1f} s", flush=True)
+    trainer.save_refiner(refiner_path(task), task=task)
     write_text_atomic(Path("plots") / task / "train_losses.csv", losses_csv(trainer.log))
     if trainer.on_sample and not trainer.cfg.sample_every:
         on_sample(trainer.step, trainer.sample_grids())
@@ -103,4 +120,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, resumes=True)

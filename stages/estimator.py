@@ -10,18 +10,30 @@ its batches from itself; the training rows are the first size * base_n rows of t
 from __future__ import annotations
 
 import json
+import time
 from functools import partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from simgan.augment import photometric_augment
-from simgan.config import ParamsError, bf16_setting, one_of, positive
+from simgan.config import ParamsError, one_of, positive
 from simgan.data.format import open_dataset
-from simgan.estimators import LR_SCHEDULES, save_estimator, train_estimator
+from simgan.estimators import EstimatorConfig, save_estimator, train_estimator
 from simgan.io import write_text_atomic
 from simgan.parallel import map_processes
-from stages.common import SOURCES, TASKS, Params, compute_layout, data_path, data_task, device_param, pipeline_tasks, read_labels, run_stage
+from stages.common import (
+    PAPER_TASKS,
+    SOURCES,
+    Params,
+    compute_layout,
+    data_path,
+    data_task,
+    pipeline_tasks,
+    read_labels,
+    run_stage,
+    seeds_param,
+)
 
 
 def variant(p: Params, name: str) -> dict:
@@ -32,17 +44,18 @@ def variant(p: Params, name: str) -> dict:
         "size": p.get(f"{key}.size", int, positive),
         "augment": p.get(f"{key}.augment", bool, default=False),
     }
-    if v["task"] not in TASKS:
-        # a user task has one kind of estimator: the regression head over its label columns
-        p.get(f"estimator.{v['task']}.head", str, one_of("regression"), default="regression")
-        if v["augment"]:
-            raise ParamsError(f"{p.path}: key '{key}.augment': expected false for the user task {v['task']!r} "
-                              f"(photometric augmentation is defined for gaze and hand only)")
+    if v["task"] not in PAPER_TASKS and v["augment"]:
+        raise ParamsError(
+            f"{p.path}: key '{key}.augment': expected false for the user task {v['task']!r} "
+            f"(photometric augmentation is defined for gaze and hand only)"
+        )
     return v
 
 
-def training_rows(p: Params, task: str, source: str, size: int):
-    n = p.get(f"estimator.{task}.base_n", int, positive) * size
+def training_rows(p: Params, task: str, source: str, size: int, base_n: int | None):
+    if base_n is None:
+        raise ParamsError(f"{p.path}: key 'estimator.{task}.base_n': missing")
+    n = base_n * size
     path = data_path(task, source)
     with open_dataset(path, require_labels=True) as ds:
         if ds.n < n:
@@ -60,8 +73,11 @@ _TRAIN = None
 
 
 def _train_seed(seed: int):
+    t0 = time.perf_counter()
     model, history = _TRAIN(seed=seed)
-    return model.cpu(), history  # a CUDA tensor cannot cross the pipe back from a forked worker
+    # a CUDA tensor cannot cross the pipe back from a forked worker; the time goes to stdout, not
+    # into history.json (a tracked output: a wall-clock value made every rerun a new file)
+    return model.cpu(), history, time.perf_counter() - t0
 
 
 def main(argv: list[str]) -> None:
@@ -71,44 +87,30 @@ def main(argv: list[str]) -> None:
     p = Params.load()
     v = variant(p, name)
     task = v["task"]
-    key = f"estimator.{task}"
-    seeds = p.get("seeds", list)
-    if len(seeds) < 1 or not all(isinstance(s, int) for s in seeds):
-        raise ParamsError(f"{p.path}: key 'seeds': expected a non-empty list of integers, got {seeds!r}")
-    images, labels, columns = training_rows(p, task, v["source"], v["size"])
-    augment = photometric_augment(task, p.section(f"{key}.augment")) if v["augment"] else None
+    seeds = seeds_param(p)
+    cfg = EstimatorConfig.from_params(p, task)
+    images, labels, columns = training_rows(p, task, v["source"], v["size"], cfg.base_n)
+    augment = photometric_augment(task, cfg.augment) if v["augment"] else None
     out_dir = Path("models") / task / "estimators" / name
     threads, workers = compute_layout(p)
-    device = device_param(p, f"{key}.device")
+    device = cfg.device
     if device != "cpu":
         workers = 1  # CUDA does not survive a fork: on a GPU the seeds take turns in this process
     global _TRAIN
-    _TRAIN = partial(
-        train_estimator,
-        data_task(task),
-        images,
-        labels,
-        steps=p.get(f"{key}.steps", int, positive),
-        batch_size=p.get(f"{key}.batch_size", int, positive),
-        lr=p.get(f"{key}.lr", float, positive),
-        lr_schedule=p.get(f"{key}.lr_schedule", str, one_of(*LR_SCHEDULES), default="constant"),
-        net_kwargs=p.section(f"{key}.net"),
-        augment=augment,
-        rotation_deg=p.get(f"{key}.rotation_deg", (int, float), default=0.0),
-        bf16=p.get(f"{key}.bf16", (bool, str), bf16_setting),
-        channels_last=p.get(f"{key}.channels_last", bool),
-        device=device,
-        log_every=p.get(f"{key}.log_every", int, positive, default=100),
-        columns=columns,
+    _TRAIN = partial(train_estimator, data_task(task), images, labels, cfg, augment=augment, columns=columns)
+    print(
+        f"estimator {name}: {len(seeds)} seeds x {len(images)} {v['source']} images, {workers} worker(s) x {threads} thread(s) on {device}",
+        flush=True,
     )
-    print(f"estimator {name}: {len(seeds)} seeds x {len(images)} {v['source']} images, {workers} worker(s) x {threads} thread(s) on {device}", flush=True)
     history = {}
     with tqdm(total=len(seeds), desc=f"estimator {name}", unit="seed") as bar:  # ETA over seeds
-        for seed, (model, hist) in map_processes(_train_seed, seeds, workers, threads):
-            save_estimator(out_dir / f"seed{seed}.pt", model, {**v, "seed": seed, "variant": name, "train_n": len(images)})
+        for seed, (model, hist, seconds) in map_processes(_train_seed, seeds, workers, threads):
+            save_estimator(
+                out_dir / f"seed{seed}.pt", model, {**v, "seed": seed, "variant": name, "train_n": len(images)}
+            )
             history[str(seed)] = hist
             bar.update(1)
-            bar.write(f"estimator {name}: seed {seed} done, final loss {hist[-1]['loss']:.4g}")
+            bar.write(f"estimator {name}: seed {seed} done in {seconds:.1f} s, final loss {hist[-1]['loss']:.4g}")
     history = {str(s): history[str(s)] for s in seeds}  # seed order, whatever order they finished in
     write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1) + "\n")
 

@@ -10,14 +10,16 @@ import torch
 from simgan.config import ParamsError
 from simgan.data.format import open_dataset
 from simgan.train import SimGANTrainer, TrainConfig, build_networks
-from stages.common import TASKS, Params, data_path
+from stages.common import PAPER_TASKS, Params, data_path
 
 # A user task's networks come from the gaze presets: both are small grayscale-or-colour crops with
 # a local-realism discriminator, unlike the hand presets' depth maps (simgan/nets.py).
 USER_TASK_PRESET_TABLE = "gaze"
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-FIELD_KINDS = {f.name: (list, tuple) if isinstance(f.default, tuple) else type(f.default) for f in dataclasses.fields(TrainConfig)}
+FIELD_KINDS = {
+    f.name: (list, tuple) if isinstance(f.default, tuple) else type(f.default) for f in dataclasses.fields(TrainConfig)
+}
 FIELD_KINDS["bf16"] = (bool, str)  # true, false or "auto", checked by TrainConfig.validate
 
 
@@ -36,7 +38,9 @@ def train_config(task: str, p: Params, **overrides) -> TrainConfig:
     section = p.section(key)
     unknown = sorted(set(section) - TRAIN_FIELDS)
     if unknown:
-        raise ParamsError(f"{p.path}: key '{key}.{unknown[0]}': unknown training parameter; expected one of {sorted(TRAIN_FIELDS)}")
+        raise ParamsError(
+            f"{p.path}: key '{key}.{unknown[0]}': unknown training parameter; expected one of {sorted(TRAIN_FIELDS)}"
+        )
     # Typed reads: a quoted number or "yes please" for a bool must stop here with the key named,
     # not as a TypeError deep in validation (or, for bools, silently count as true).
     for name in section:
@@ -70,9 +74,11 @@ def build_trainer(task: str, p: Params, checkpoint, progress: bool = True, **ove
     cfg = train_config(task, p, **overrides)
     synthetic, real = load_images(task, "synthetic"), load_images(task, "real")
     if synthetic.shape[1:] != real.shape[1:]:
-        raise ParamsError(f"{data_path(task, 'real')}: expected images shaped like {data_path(task, 'synthetic')}'s "
-                          f"(C x H x W = {tuple(synthetic.shape[1:])}), got {tuple(real.shape[1:])}; import both with the same --size/--color")
-    if task in TASKS:
+        raise ParamsError(
+            f"{data_path(task, 'real')}: expected images shaped like {data_path(task, 'synthetic')}'s "
+            f"(C x H x W = {tuple(synthetic.shape[1:])}), got {tuple(real.shape[1:])}; import both with the same --size/--color"
+        )
+    if task in PAPER_TASKS:
         table, preset = task, p.get(f"gan.{task}.preset", str)
         r_over, d_over = p.section(f"gan.{task}.refiner"), p.section(f"gan.{task}.discriminator")
     else:  # a user task may leave every network key out: the gaze cpu preset is used as is
@@ -80,13 +86,14 @@ def build_trainer(task: str, p: Params, checkpoint, progress: bool = True, **ove
         r_over = p.get(f"gan.{task}.refiner", dict, default={})
         d_over = p.get(f"gan.{task}.discriminator", dict, default={})
     try:
-        refiner, disc, r_kwargs, d_kwargs = build_networks(table, preset, seed=cfg.seed, refiner=r_over,
-                                                           discriminator=d_over, in_channels=synthetic.shape[1])
+        refiner, disc, r_kwargs, d_kwargs = build_networks(
+            table, preset, seed=cfg.seed, refiner=r_over, discriminator=d_over, in_channels=synthetic.shape[1]
+        )
     except (ValueError, TypeError) as e:
         raise ParamsError(f"{p.path}: gan.{task}: {e}") from None
     try:
-        trainer = SimGANTrainer(refiner, disc, synthetic, real, cfg, checkpoint_path=checkpoint, progress=progress)
+        return SimGANTrainer(
+            refiner, disc, synthetic, real, cfg, checkpoint_path=checkpoint, progress=progress, refiner_kwargs=r_kwargs
+        )
     except ValueError as e:
         raise _params_error(p, task, e) from None
-    trainer.refiner_kwargs = r_kwargs
-    return trainer

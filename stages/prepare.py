@@ -12,10 +12,13 @@ A task of the user's own (params.yaml `tasks`) has one source: folder.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from simgan.cli import main as simgan_main
 from simgan.config import ParamsError, one_of, positive
+from simgan.io import SimganError, write_text_atomic
 from stages.common import TASK_ARG, Params, check_task, data_path, run_stage
 
 SOURCES = {"gaze": ("embedded", "kaggle", "unityeyes+mpiigaze", "folder"), "hand": ("embedded", "nyu", "folder")}
@@ -50,22 +53,146 @@ def _run(args: list[str]) -> None:
         raise ParamsError(f"prepare: `simgan {' '.join(args)}` failed with exit status {rc}")
 
 
-# The params keys naming each importer's inputs; all are checked before the first import runs, so a
-# typo in the third path cannot leave the first split re-imported and the others stale.
-INPUT_KEYS = {
-    "kaggle": ("kaggle.synthetic", "kaggle.real", "kaggle.real_test"),
-    "unityeyes+mpiigaze": ("unityeyes.dir", "mpiigaze.dir"),
-    "nyu": ("nyu.dir",),
-    "folder": ("folder.synthetic.dir", "folder.real.dir", "folder.real_test.dir"),
+# Each source's raw inputs: a slot of data/<task>/inputs/ -> the key (under data.<task>) naming the
+# file or folder it stands for; a `labels` key may be null (an unlabeled split). All are checked
+# before the first import runs, so a typo in the third path cannot leave the first split
+# re-imported and the others stale.
+#
+# DVC tracks them through these slots: dvc.yaml cannot name the selected source's paths itself (its
+# templating has no nested `${data.${key}.<source>...}`, DVC issue #5167, and a list cannot be
+# interpolated into `deps`), so prepare@<task> depends on the six slots and the `inputs` stage makes
+# each one a symlink to the path the params give (an empty folder where the source has none, as
+# embedded everywhere). DVC hashes a dependency through its symlink: a linked file's bytes, a linked
+# folder's files (measured with DVC 3.67: a relabelled or deleted image shows prepare as changed).
+INPUT_SLOTS = ("synthetic", "synthetic_labels", "real", "real_labels", "real_test", "real_test_labels")
+SOURCE_INPUTS = {
+    "embedded": {},
+    "kaggle": {"synthetic": "kaggle.synthetic", "real": "kaggle.real", "real_test": "kaggle.real_test"},
+    "unityeyes+mpiigaze": {"synthetic": "unityeyes.dir", "real": "mpiigaze.dir", "real_test": "mpiigaze.dir"},
+    "nyu": {"synthetic": "nyu.dir", "real": "nyu.dir", "real_test": "nyu.dir"},
+    "folder": {
+        f"{split}{part}": f"folder.{split}.{key}"
+        for split in ("synthetic", "real", "real_test")
+        for part, key in (("", "dir"), ("_labels", "labels"))
+    },
 }
 
 
-def check_inputs(task: str, source: str, p: Params) -> None:
-    for key in INPUT_KEYS[source]:
+def selected_source(task: str, p: Params) -> str:
+    return p.get(f"data.{task}.source", str, one_of(*SOURCES.get(task, USER_TASK_SOURCES)))
+
+
+def input_paths(task: str, source: str, p: Params) -> dict[str, str | None]:
+    """Slot -> the path params name for it (None: the slot is unused), each path checked to exist."""
+    paths = {}
+    for slot, key in SOURCE_INPUTS[source].items():
         key = f"data.{task}.{key}"
-        path = p.get(key, str)
-        if not Path(path).exists():
-            raise ParamsError(f"{p.path}: key '{key}': expected an existing path for data.{task}.source '{source}', got {path!r} (not found)")
+        unlabeled = slot.endswith("_labels") and p.raw(key, None) is None
+        path = None if unlabeled else p.get(key, str)
+        if path is not None and not Path(path).exists():
+            raise ParamsError(
+                f"{p.path}: key '{key}': expected an existing path for data.{task}.source '{source}', got {path!r} (not found)"
+            )
+        paths[slot] = path
+    return {slot: paths.get(slot) for slot in INPUT_SLOTS}
+
+
+def inputs_dir(task: str) -> Path:
+    return Path("data") / task / "inputs"
+
+
+def link_inputs(task: str, p: Params) -> dict:
+    """The `inputs` stage: data/<task>/inputs/<slot> -> the selected source's raw inputs (relative
+    links for relative paths, so a moved repository keeps them), replaced as a whole; a slot whose
+    path an earlier slot already links (nyu's one folder, MPIIGaze for real and real_test) stays an
+    empty folder, so DVC hashes a large folder once. Returns the manifest, the stage's output:
+    the source and each slot's linked path (null for an empty slot)."""
+    source = selected_source(task, p)
+    paths = input_paths(task, source, p)
+    folder = inputs_dir(task)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    present = folder.exists() or folder.is_symlink()
+    if present:
+        _check_links_folder(folder)
+    for stale in folder.parent.glob(".inputs.*"):  # left by an interrupted run (DVC runs one at a time)
+        _remove_links(stale)
+    tmp = folder.with_name(f".inputs.{os.getpid()}.tmp")
+    tmp.mkdir()
+    seen = set()
+    for slot, path in paths.items():
+        real = os.path.realpath(path) if path is not None else None
+        if real is None or real in seen:
+            (tmp / slot).mkdir()
+            paths[slot] = None
+            continue
+        seen.add(real)
+        target = path if Path(path).is_absolute() else os.path.relpath(path, folder)
+        try:
+            os.symlink(target, tmp / slot)
+        except OSError as e:  # e.g. Windows without the symlink privilege
+            raise SimganError(
+                f"{tmp / slot}: cannot create a symlink to {path!r} ({e}); DVC tracks the raw inputs through it"
+            ) from None
+    old = folder.with_name(f".inputs.{os.getpid()}.old")
+    if present:
+        folder.rename(old)
+    tmp.rename(folder)
+    _remove_links(old)
+    manifest = {"source": source, "inputs": paths}
+    write_text_atomic(folder.with_suffix(".json"), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def _check_links_folder(folder: Path) -> None:
+    """`folder` holds only what link_inputs writes: symlinks and empty folders. Anything else was
+    put there by hand and is not this stage's to delete."""
+    ours = (
+        folder.is_dir()
+        and not folder.is_symlink()
+        and all(e.is_symlink() or (e.is_dir() and not any(e.iterdir())) for e in folder.iterdir())
+    )
+    if not ours:
+        raise SimganError(
+            f"{folder}: expected the folder of input links the inputs stage writes (symlinks and empty folders), "
+            "found other files; move them elsewhere"
+        )
+
+
+def _remove_links(folder: Path) -> None:
+    """Remove a folder link_inputs made: its symlinks and empty folders only, never what a link
+    points to."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    _check_links_folder(folder)
+    for entry in folder.iterdir():
+        if entry.is_symlink():
+            entry.unlink()
+        else:
+            entry.rmdir()
+    folder.rmdir()
+
+
+FOLDER_SPLITS = ("synthetic", "real", "real_test")
+FOLDER_KEYS = ("size", "color", "crop", "units") + FOLDER_SPLITS
+FOLDER_SPLIT_KEYS = ("dir", "labels")
+
+
+def check_folder_keys(key: str, p: Params) -> None:
+    """data.<task>.folder, checked before the first import: a misspelt key (`colour: true`) would
+    be ignored, a quoted 'false' would count as true, and a bad crop would be argparse's usage
+    text naming --crop instead of the key."""
+    from simgan.data.importers import parse_size
+    from simgan.data.importers.folder import CROPS
+
+    for where, known in [(key, FOLDER_KEYS)] + [(f"{key}.{split}", FOLDER_SPLIT_KEYS) for split in FOLDER_SPLITS]:
+        for name in p.get(where, dict):
+            if name not in known:
+                raise ParamsError(f"{p.path}: key '{where}.{name}': unknown; expected one of {list(known)}")
+    if p.raw(f"{key}.color", None) is not None:
+        p.get(f"{key}.color", bool)
+    if p.raw(f"{key}.crop", None) is not None:
+        p.get(f"{key}.crop", str, one_of(*CROPS))
+    parse_size(p.get(f"{key}.size", str), where=f"{p.path}: key '{key}.size'")
 
 
 def import_sources(task: str, source: str, p: Params) -> None:
@@ -86,6 +213,7 @@ def import_sources(task: str, source: str, p: Params) -> None:
         _run(["import", "nyu", d, "--split", "train", "--size", size, "--out-synthetic", syn, "--out-real", real])
         _run(["import", "nyu", d, "--split", "test", "--size", size, "--out-real", test])
     elif source == "folder":
+        check_folder_keys(key, p)
         size = p.get(f"{key}.size", str)
         for split, out in (("synthetic", syn), ("real", real), ("real_test", test)):
             args = ["import", "folder", p.get(f"{key}.{split}.dir", str), "--out", out, "--size", size]
@@ -100,7 +228,10 @@ def import_sources(task: str, source: str, p: Params) -> None:
             if crop:
                 args += ["--crop", str(crop)]
             if units and labels:  # units name label columns: an unlabeled split has none
-                args += ["--units", ",".join(f"{k}={v}" for k, v in units.items()) if isinstance(units, dict) else str(units)]
+                args += [
+                    "--units",
+                    ",".join(f"{k}={v}" for k, v in units.items()) if isinstance(units, dict) else str(units),
+                ]
             _run(args)
 
 
@@ -109,11 +240,11 @@ def main(argv: list[str]) -> None:
         raise ParamsError(f"usage: python -m stages.prepare {TASK_ARG}")
     p = Params.load()
     task = check_task(argv[0], p)
-    source = p.get(f"data.{task}.source", str, one_of(*SOURCES.get(task, USER_TASK_SOURCES)))
+    source = selected_source(task, p)
     if source == "embedded":
         simulate(task, p)
     else:
-        check_inputs(task, source, p)
+        input_paths(task, source, p)
         import_sources(task, source, p)
 
 

@@ -9,6 +9,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)

@@ -4,7 +4,9 @@ between commits must come out as exact diffs with the right direction marks and 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,8 @@ import pytest
 from simgan import compare as cmp
 from simgan.cli import main
 from test_report import full_gaze, full_hand, ms
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
            GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
@@ -275,12 +279,48 @@ def test_bad_plot_csv_and_bad_metrics_json_are_named(repo, tmp_path):
         cmp.build_report(cmp.resolve_rev(repo, "HEAD"), ws, {}, {}, {}, {"gaze": bad}, False, [], [])
     csv_path = repo / "plots/gaze/error_cdf.csv"
     saved = csv_path.read_text()
-    csv_path.write_text("threshold_deg,refined_1x\n1,abc\n")
+    csv_path.write_text("threshold_deg,refined_1x\n1,2.5\n2,abc\n")  # numbers and text: malformed
     try:
-        with pytest.raises(cmp.SimganError, match=r"error_cdf.csv at workspace, line 2, column 'refined_1x'"):
+        with pytest.raises(cmp.SimganError, match=r"error_cdf.csv at workspace, line 3, column 'refined_1x': "
+                                                  r"expected a number, got 'abc'"):
             cmp.write_plots(repo, cmp.resolve_rev(repo, "HEAD"), cmp.resolve_rev(repo, "workspace"), tmp_path)
     finally:
         csv_path.write_text(saved)
+
+
+def test_plots_of_the_pipelines_own_training_logs(repo, tmp_path, capsys):
+    """The pipeline's train_losses.csv has a text column (`phase`) and empty cells (each phase logs
+    its own losses): a label and gaps, not errors."""
+    saved = {}
+    for task in ("gaze", "hand"):
+        path = repo / f"plots/{task}/train_losses.csv"
+        saved[path] = path.read_text() if path.exists() else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / f"plots/{task}/train_losses.csv", path)
+    try:
+        assert main(["compare", "HEAD", "--repo", str(repo), "--plots", str(tmp_path / "plots")]) == 0
+        cols = cmp._read_csv(repo, cmp.resolve_rev(repo, "workspace"), "plots/hand/train_losses.csv")
+    finally:
+        for path, text in saved.items():
+            path.unlink() if text is None else path.write_text(text)
+    capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["gaze_error_cdf.png", "gaze_train_losses.png",
+                                                                       "hand_train_losses.png"]
+    header = (ROOT / "plots/hand/train_losses.csv").read_text().splitlines()[0].split(",")
+    assert "phase" in header and list(cols) == [c for c in header if c != "phase"]
+    assert any(math.isnan(v) for v in cols["loss_disc"]) and not all(math.isnan(v) for v in cols["loss_disc"])
+
+
+def test_unwritable_md_or_plots_exits_2_naming_it(repo, tmp_path, capsys):
+    blocker = tmp_path / "somefile"
+    blocker.write_text("a regular file")
+    for option, target in (("--md", blocker / "x.md"), ("--plots", blocker / "plots")):
+        assert main(["compare", "HEAD~1", "HEAD", "--repo", str(repo), option, str(target)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"simgan compare: error: --md {blocker / 'x.md'}: cannot create it: {blocker} is a file, not a directory",
+                   f"simgan compare: error: --plots {blocker / 'plots'}: cannot create it: {blocker} is a file, "
+                   "not a directory"]
+    assert blocker.read_text() == "a regular file"
 
 
 # --- the CI workflow ---------------------------------------------------------------------------

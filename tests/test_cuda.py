@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_refine import _gaze_file
 
 from simgan.config import Params, ParamsError
 from simgan.data.format import open_dataset
@@ -20,10 +21,9 @@ from simgan.estimators import predict, train_estimator
 from simgan.nets import Refiner
 from simgan.refine import refine_dataset
 from simgan.train import SimGANTrainer, TrainConfig, build_networks
-from test_refine import _gaze_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # stages/ runs as `python -m stages...` from the root
-from stages.common import device_param  # noqa: E402
+from stages.common import device_param
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -41,9 +41,25 @@ def _gan(device, checkpoint, **cfg):
     g = torch.Generator().manual_seed(0)
     syn = torch.randint(0, 256, (64, 1, 35, 55), dtype=torch.uint8, generator=g)
     real = torch.randint(0, 256, (64, 1, 35, 55), dtype=torch.uint8, generator=g)
-    r, d, _, _ = build_networks("gaze", "cpu", seed=0, refiner={"channels": 8, "blocks": 2}, discriminator={"width": 0.25})
-    config = TrainConfig(**{**dict(steps=4, pretrain_refiner_steps=3, pretrain_discriminator_steps=2, batch_size=8,
-                                   history_size=16, checkpoint_every=100, log_every=1, seed=5, device=device), **cfg})
+    r, d, _, _ = build_networks(
+        "gaze", "cpu", seed=0, refiner={"channels": 8, "blocks": 2}, discriminator={"width": 0.25}
+    )
+    config = TrainConfig(
+        **{
+            **dict(
+                steps=4,
+                pretrain_refiner_steps=3,
+                pretrain_discriminator_steps=2,
+                batch_size=8,
+                history_size=16,
+                checkpoint_every=100,
+                log_every=1,
+                seed=5,
+                device=device,
+            ),
+            **cfg,
+        }
+    )
     return SimGANTrainer(r, d, syn, real, config, checkpoint_path=checkpoint, progress=False)
 
 
@@ -106,11 +122,19 @@ def test_estimators_train_and_predict_on_cuda_like_on_cpu(task, exact_fp32):
         kw = dict(net_kwargs={"width": 0.25, "fc": 64}, augment=photometric_augment("gaze", {}), rotation_deg=0.0)
     else:
         images = rng.uniform(-1, 1, (96, 64, 64)).astype(np.float32)
-        labels = np.concatenate([rng.uniform(8, 56, (96, 14, 2)), rng.uniform(-1, 1, (96, 14, 1))], -1).astype(np.float32)
-        kw = dict(net_kwargs={"stacks": 2, "channels": 8, "in_size": 64, "heatmap_size": 16, "depth": 2}, rotation_deg=20.0)
-    runs = {dev: train_estimator(task, images, labels, steps=4, batch_size=16, lr=1e-3, seed=2, device=dev, log_every=1, **kw)
-            for dev in ("cpu", "cuda")}
-    (m_cpu, h_cpu), (m_gpu, h_gpu) = runs["cpu"], runs["cuda"]
+        labels = np.concatenate([rng.uniform(8, 56, (96, 14, 2)), rng.uniform(-1, 1, (96, 14, 1))], -1).astype(
+            np.float32
+        )
+        kw = dict(
+            net_kwargs={"stacks": 2, "channels": 8, "in_size": 64, "heatmap_size": 16, "depth": 2}, rotation_deg=20.0
+        )
+    runs = {
+        dev: train_estimator(
+            task, images, labels, steps=4, batch_size=16, lr=1e-3, seed=2, device=dev, log_every=1, **kw
+        )
+        for dev in ("cpu", "cuda")
+    }
+    (_, h_cpu), (m_gpu, h_gpu) = runs["cpu"], runs["cuda"]
     assert np.allclose([h["loss"] for h in h_cpu], [h["loss"] for h in h_gpu], rtol=2e-3)
     assert next(m_gpu.parameters()).is_cuda
     # one set of weights, two devices: the predictions agree
@@ -121,13 +145,17 @@ def test_estimators_train_and_predict_on_cuda_like_on_cpu(task, exact_fp32):
 
 def test_device_keys_name_themselves_when_no_such_device():
     p = Params({"refine": {"device": "gpu"}, "estimator": {"gaze": {"device": "cuda"}}})
-    with pytest.raises(ParamsError, match=r"key 'refine.device': expected 'cpu', 'cuda', 'cuda:N' or 'auto', got 'gpu'"):
+    with pytest.raises(
+        ParamsError, match=r"key 'refine.device': expected 'cpu', 'cuda', 'cuda:N' or 'auto', got 'gpu'"
+    ):
         device_param(p, "refine.device")
     assert device_param(Params({}), "refine.device") == "cpu"  # the default
     if torch.cuda.is_available():
         assert device_param(p, "estimator.gaze.device") == "cuda"
     else:
-        with pytest.raises(ParamsError, match=r"key 'estimator.gaze.device': 'cuda' requested but CUDA is not available here"):
+        with pytest.raises(
+            ParamsError, match=r"key 'estimator.gaze.device': 'cuda' requested but CUDA is not available here"
+        ):
             device_param(p, "estimator.gaze.device")
 
 
@@ -140,10 +168,24 @@ def test_the_estimator_stage_trains_its_seeds_on_cuda(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "gaze").mkdir(parents=True)
     _gaze_file(tmp_path / "data" / "gaze" / "synthetic.h5", n=64)
-    params = {"tasks": {"gaze": {"curve": "error_cdf"}}, "seeds": [0, 1], "compute": {"threads": 1, "workers": 2},
-              "variants": {"gaze-synthetic-1x": {"task": "gaze", "source": "synthetic", "size": 1}},
-              "estimator": {"gaze": {"base_n": 48, "steps": 3, "batch_size": 16, "lr": 0.001, "net": {"width": 0.25, "fc": 64},
-                                     "bf16": True, "channels_last": True, "device": "cuda"}}}
+    params = {
+        "tasks": {"gaze": {"curve": "error_cdf"}},
+        "seeds": [0, 1],
+        "compute": {"threads": 1, "workers": 2},
+        "variants": {"gaze-synthetic-1x": {"task": "gaze", "source": "synthetic", "size": 1}},
+        "estimator": {
+            "gaze": {
+                "base_n": 48,
+                "steps": 3,
+                "batch_size": 16,
+                "lr": 0.001,
+                "net": {"width": 0.25, "fc": 64},
+                "bf16": True,
+                "channels_last": True,
+                "device": "cuda",
+            }
+        },
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     stage.main(["gaze-synthetic-1x"])  # two workers asked for: CUDA does not survive a fork, so they take turns
     out = tmp_path / "models" / "gaze" / "estimators" / "gaze-synthetic-1x"

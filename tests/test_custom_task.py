@@ -18,19 +18,19 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from test_pipeline import ROOT, _ran_stages, _run, copy_repo
 
 from simgan.config import Params, ParamsError
 from simgan.data.format import open_dataset, write_dataset
-from simgan.io import SimganError
 from simgan.estimators import RegressionNet, label_matrix, load_estimator, predict, save_estimator, train_estimator
+from simgan.io import SimganError
 from simgan.metrics import realism_accuracy
 from simgan.train import build_networks
-from test_pipeline import ROOT, _ran_stages, _run, copy_repo
 
 sys.path.insert(0, str(ROOT))  # stages/ is run as `python -m stages...` from the root, not installed
-from stages.common import check_task, read_labels  # noqa: E402
-from stages.estimator import variant  # noqa: E402
-from stages.gan_setup import load_images  # noqa: E402
+from stages.common import check_task, read_labels
+from stages.estimator import variant
+from stages.gan_setup import load_images
 
 H, W = 20, 30
 TASK = "blobs"
@@ -64,9 +64,23 @@ def test_generic_head_colour_regresses_label_units(tmp_path, monkeypatch):
     # (N,) and (N, k) columns, sorted by name: pos_0, pos_1, then w
     targets, columns = label_matrix({"w": xy[:, 0] * 0.01, "pos": xy})
     assert columns == ["pos_0", "pos_1", "w"] and targets.shape == (128, 3)
-    model, hist = train_estimator("generic", images, targets, steps=60, batch_size=32, lr=1e-3, seed=0,
-                                  net_kwargs={"width": 0.25}, columns=columns, log_every=20)
-    assert isinstance(model, RegressionNet) and model.net_kwargs["in_channels"] == 3 and model.net_kwargs["in_hw"] == [H, W]
+    model, hist = train_estimator(
+        "generic",
+        images,
+        targets,
+        steps=60,
+        batch_size=32,
+        lr=1e-3,
+        seed=0,
+        net_kwargs={"width": 0.25},
+        columns=columns,
+        log_every=20,
+    )
+    assert (
+        isinstance(model, RegressionNet)
+        and model.net_kwargs["in_channels"] == 3
+        and model.net_kwargs["in_hw"] == [H, W]
+    )
     pred = predict(model, "generic", images)
     # label units: the position error is a pixel or two, far below the spread (std ~6 px)
     mae = np.abs(pred - targets).mean(0)
@@ -92,8 +106,13 @@ def test_generic_head_colour_regresses_label_units(tmp_path, monkeypatch):
 
 
 def test_user_task_bad_inputs_name_the_key_or_file(tmp_path):
-    p = Params({"tasks": {"gaze": {}, "hand": {}, "blobs": {}},
-                "variants": {"b": {"task": "blobs", "source": "synthetic", "size": 1, "augment": True}}}, "params.yaml")
+    p = Params(
+        {
+            "tasks": {"gaze": {}, "hand": {}, "blobs": {}},
+            "variants": {"b": {"task": "blobs", "source": "synthetic", "size": 1, "augment": True}},
+        },
+        "params.yaml",
+    )
     assert check_task("blobs", p) == "blobs" and check_task("gaze", p) == "gaze"
     with pytest.raises(ParamsError, match=r"params.yaml 'tasks'.*'blobz'"):
         check_task("blobz", p)
@@ -104,9 +123,14 @@ def test_user_task_bad_inputs_name_the_key_or_file(tmp_path):
     images = np.zeros((4, H, W), np.uint8)
     attrs = {"task": "generic", "domain": "real", "source": "folder", "generator_version": "t", "seed": -1}
     write_dataset(tmp_path / "unlabeled.h5", {"images": images}, attrs)
-    with open_dataset(tmp_path / "unlabeled.h5") as ds, pytest.raises(SimganError, match=r"unlabeled.h5: key 'labels/'"):
+    with (
+        open_dataset(tmp_path / "unlabeled.h5") as ds,
+        pytest.raises(SimganError, match=r"unlabeled.h5: key 'labels/'"),
+    ):
         read_labels(ds, "blobs")
-    model, _ = train_estimator("generic", images, np.ones((4, 1)), steps=1, batch_size=2, lr=1e-3, seed=0, net_kwargs={"width": 0.25})
+    model, _ = train_estimator(
+        "generic", images, np.ones((4, 1)), steps=1, batch_size=2, lr=1e-3, seed=0, net_kwargs={"width": 0.25}
+    )
     save_estimator(tmp_path / "e.pt", model)
     ckpt = torch.load(tmp_path / "e.pt", weights_only=True)
     ckpt["meta"]["targets"]["std"] = []
@@ -127,29 +151,56 @@ def test_custom_task_dvc_repro(tmp_path):
     # labels in an order other than the files', to check rows follow the table
     order = np.random.default_rng(4).permutation(len(syn_names))
     pd.DataFrame({"file": [syn_names[i] for i in order], "x": syn_xy[order, 0], "y": syn_xy[order, 1]}).to_csv(
-        raw / "labels.csv", index=False, float_format="%.17g")
+        raw / "labels.csv", index=False, float_format="%.17g"
+    )
     pd.DataFrame({"file": test_names, "x": test_xy[:, 0], "y": test_xy[:, 1]}).to_parquet(raw / "real_test.parquet")
 
     repo = copy_repo(tmp_path / "repo")
     params_path = repo / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["tasks"][TASK] = {"curve": "error_cdf"}
-    params["data"][TASK] = {"source": "folder", "folder": {
-        "size": f"{H}x{W}", "color": False, "units": {"x": "px", "y": "px"},
-        "synthetic": {"dir": str(raw / "synthetic"), "labels": str(raw / "labels.csv")},
-        "real": {"dir": str(raw / "real"), "labels": None},
-        "real_test": {"dir": str(raw / "real_test"), "labels": str(raw / "real_test.parquet")}}}
-    params["gan"][TASK] = {"refiner": {"channels": 8, "blocks": 1}, "train": {
-        "pretrain_refiner_steps": 4, "pretrain_discriminator_steps": 2, "steps": 4, "batch_size": 8, "history_size": 32,
-        "checkpoint_every": 4, "log_every": 2, "sample_every": 4, "bf16": False, "channels_last": False}}
+    params["data"][TASK] = {
+        "source": "folder",
+        "folder": {
+            "size": f"{H}x{W}",
+            "color": False,
+            "units": {"x": "px", "y": "px"},
+            "synthetic": {"dir": str(raw / "synthetic"), "labels": str(raw / "labels.csv")},
+            "real": {"dir": str(raw / "real"), "labels": None},
+            "real_test": {"dir": str(raw / "real_test"), "labels": str(raw / "real_test.parquet")},
+        },
+    }
+    params["gan"][TASK] = {
+        "refiner": {"channels": 8, "blocks": 1},
+        "train": {
+            "pretrain_refiner_steps": 4,
+            "pretrain_discriminator_steps": 2,
+            "steps": 4,
+            "batch_size": 8,
+            "history_size": 32,
+            "checkpoint_every": 4,
+            "log_every": 2,
+            "sample_every": 4,
+            "bf16": False,
+            "channels_last": False,
+        },
+    }
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
     # without estimator / variants / evaluate sections the GAN half still runs
     ran = _ran_stages(_run([sys.executable, "-m", "dvc", "repro", f"refine@{TASK}"], repo).stdout)
-    assert ran == {f"{s}@{TASK}" for s in ("prepare", "pretrain", "adversarial", "refine")}, ran
+    assert ran == {f"{s}@{TASK}" for s in ("inputs", "prepare", "pretrain", "adversarial", "refine")}, ran
 
-    params["estimator"][TASK] = {"head": "regression", "base_n": 64, "steps": 30, "batch_size": 16, "lr": 0.001,
-                                 "net": {"width": 0.25}, "bf16": False, "channels_last": False}
+    params["estimator"][TASK] = {
+        "head": "regression",
+        "base_n": 64,
+        "steps": 30,
+        "batch_size": 16,
+        "lr": 0.001,
+        "net": {"width": 0.25},
+        "bf16": False,
+        "channels_last": False,
+    }
     params["evaluate"][TASK] = {"realism_n": 64, "realism_steps": 5}
     for source in ("synthetic", "refined"):
         params["variants"][f"{TASK}-{source}-1x"] = {"task": TASK, "source": source, "size": 1, "augment": False}
@@ -157,7 +208,10 @@ def test_custom_task_dvc_repro(tmp_path):
     ran = _ran_stages(_run([sys.executable, "-m", "dvc", "repro", f"evaluate@{TASK}"], repo).stdout)
     assert ran == {f"estimator@{TASK}-synthetic-1x", f"estimator@{TASK}-refined-1x", f"evaluate@{TASK}"}, ran
 
-    with open_dataset(repo / "data" / TASK / "synthetic.h5") as s, open_dataset(repo / "data" / TASK / "refined.h5") as r:
+    with (
+        open_dataset(repo / "data" / TASK / "synthetic.h5") as s,
+        open_dataset(repo / "data" / TASK / "refined.h5") as r,
+    ):
         assert s.task == r.task == "generic" and r.domain == "refined"
         for key in ("labels/x", "labels/y"):
             a, b = s[key], r[key]

@@ -1,11 +1,13 @@
 """Scale-out with real components: a Dask LocalCluster (2 worker processes, 1 thread each)
-refines byte-identically to the one-process path; torchrun with 2 gloo processes trains the gaze
-CNN to the same kind of checkpoint as one process; `dvc push`/`dvc pull` share outputs through a
-local-directory remote."""
+refines byte-identically to the one-process path; 2 gloo processes train on the very batches of
+one process, and torchrun with 2 gloo processes trains the gaze CNN to the same kind of checkpoint
+as one process, with params.yaml's estimator settings; `dvc push`/`dvc pull` share outputs through
+a local-directory remote."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import shutil
 import socket
@@ -16,21 +18,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import yaml
 
+from simgan.augment import photometric_augment
+from simgan.checkpoint import save_model
 from simgan.data.format import open_dataset, write_dataset
-from simgan.distributed import batch_slice, plan_shards, refine_sharded
-from simgan.estimators import load_estimator, train_estimator
+from simgan.distributed import main as distributed_main
+from simgan.distributed import plan_shards, refine_sharded
+from simgan.estimators import EstimatorConfig, GazeNet, batch_slice, load_estimator, train_estimator
 from simgan.nets import Refiner
 from simgan.refine import refine_dataset
-from simgan.train import save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ, PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""), DVC_NO_ANALYTICS="1",
-               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""),
+        DVC_NO_ANALYTICS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT),
+    )
     env.update(extra)
     return env
 
@@ -40,10 +51,18 @@ def _gaze_file(path, n, seed=0, chunk_rows=32):
     g = rng.normal(size=(n, 3)).astype(np.float32)
     g[:, 2] = -np.abs(g[:, 2]) - 1
     g /= np.linalg.norm(g, axis=1, keepdims=True)
-    arrays = {"images": rng.integers(0, 256, (n, 35, 55), dtype=np.uint8), "gaze": g,
-              "labels/difficulty": rng.normal(size=n)}
-    write_dataset(path, arrays, dict(task="gaze", domain="synthetic", source="test", generator_version="t", seed=seed),
-                  chunk_rows=chunk_rows, units={"difficulty": "au"})
+    arrays = {
+        "images": rng.integers(0, 256, (n, 35, 55), dtype=np.uint8),
+        "gaze": g,
+        "labels/difficulty": rng.normal(size=n),
+    }
+    write_dataset(
+        path,
+        arrays,
+        dict(task="gaze", domain="synthetic", source="test", generator_version="t", seed=seed),
+        chunk_rows=chunk_rows,
+        units={"difficulty": "au"},
+    )
 
 
 def test_shards_start_on_chunk_boundaries_and_cover_all_rows():
@@ -67,8 +86,12 @@ def test_dask_sharded_refinement_is_byte_identical(tmp_path):
     save_model(ckpt, refiner, refiner_kwargs=dict(channels=8, blocks=1, kernel=3), in_channels=1)
     kw = dict(batch_size=24, bf16=True, channels_last=True, extra_attrs={"refiner_steps": 4})
     refine_dataset(src, tmp_path / "single.h5", refiner, progress=False, **kw)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         n = refine_sharded(src, tmp_path / "sharded.h5", str(ckpt), client=client, shards=3, **kw)
     assert n == 200
     assert not list(tmp_path.glob(".sharded.h5.shards-*"))  # shard files cleaned up
@@ -86,17 +109,141 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+TINY_GAZE = {"steps": 4, "batch_size": 16, "lr": 1e-3, "net": {"width": 0.25, "fc": 64}, "log_every": 2}
+
+
+def _params(path: Path, **sections) -> Path:
+    path.write_text(yaml.safe_dump({"estimator": sections}))
+    return path
+
+
+def _train_recording_inputs(images, labels, cfg):
+    """train_estimator, also returning every batch the network saw (after slicing and augmentation)."""
+    seen, forward = [], GazeNet.forward
+
+    def recording(self, x):
+        seen.append(x.detach().clone())
+        return forward(self, x)
+
+    GazeNet.forward = recording
+    try:
+        model, history = train_estimator("gaze", images, labels, cfg, seed=3, augment=photometric_augment("gaze"))
+    finally:
+        GazeNet.forward = forward
+    return model, history, seen
+
+
+def _gloo_rank(rank: int, world: int, init_file: str, data: str, out: str) -> None:
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's sockets on loopback only
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        with open_dataset(data) as ds:
+            model, history, seen = _train_recording_inputs(
+                ds["images"][:48], ds["gaze"][:48], EstimatorConfig(**TINY_GAZE)
+            )
+        torch.save({"state": model.state_dict(), "history": history, "seen": seen}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_train_on_the_batches_of_one_process(tmp_path):
+    """The one loop in a 2-process group: each rank sees its slice of exactly the batch (and the
+    augmentation) the one-process run draws, and the ranks end with the same weights, which match
+    the one-process weights up to float summation order."""
+    data = tmp_path / "gaze.h5"
+    _gaze_file(data, n=64, seed=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with open_dataset(data) as ds:
+            one, one_history, one_seen = _train_recording_inputs(
+                ds["images"][:48], ds["gaze"][:48], EstimatorConfig(**TINY_GAZE)
+            )
+        ctx = mp.get_context("fork")
+        procs = [
+            ctx.Process(
+                target=_gloo_rank, args=(r, 2, str(tmp_path / "init"), str(data), str(tmp_path / f"rank{r}.pt"))
+            )
+            for r in range(2)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(120)
+    finally:
+        torch.set_num_threads(threads)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert len(one_seen) == len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == TINY_GAZE["steps"]
+    for step, whole in enumerate(one_seen):
+        parts = [rank["seen"][step] for rank in ranks]
+        assert [len(x) for x in parts] == [batch_slice(16, r, 2).stop - batch_slice(16, r, 2).start for r in range(2)]
+        assert torch.equal(torch.cat(parts), whole), step
+    s0, s1, s = ranks[0]["state"], ranks[1]["state"], one.state_dict()
+    assert all(torch.equal(s0[k], s1[k]) for k in s)  # DDP keeps the ranks in step
+    assert max(float((s0[k] - s[k]).abs().max()) for k in s) < 4e-3
+    for h in ranks:
+        assert [r["step"] for r in h["history"]] == [r["step"] for r in one_history] == [2, 4]
+        assert np.allclose([r["loss"] for r in h["history"]], [r["loss"] for r in one_history], rtol=1e-3)
+
+
+def test_train_estimator_entry_reads_params_and_names_a_bad_key(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "gaze.h5"
+    _gaze_file(data, n=40, seed=1)
+    monkeypatch.chdir(tmp_path)
+    _params(tmp_path / "params.yaml", gaze={**TINY_GAZE, "steps": 2, "rotation_deg": 0})
+    args = ["train-estimator", "--task", "gaze", "--data", str(data), "--rows", "32", "--seed", "3", "--out", "e.pt"]
+    assert distributed_main(args) == 0
+    model, meta = load_estimator(tmp_path / "e.pt")
+    assert meta == {"task": "gaze", "seed": 3, "train_n": 32, "processes": 1, "data": str(data)}
+    with open_dataset(data) as ds:
+        ref, _ = train_estimator(
+            "gaze", ds["images"][:32], ds["gaze"][:32], EstimatorConfig(**{**TINY_GAZE, "steps": 2}), seed=3
+        )
+    assert all(torch.equal(ref.state_dict()[k], v) for k, v in model.state_dict().items())
+    _params(tmp_path / "bad.yaml", gaze={**TINY_GAZE, "learning_rate": 0.1})
+    assert distributed_main([*args, "--params", "bad.yaml", "--out", "f.pt"]) == 2
+    assert "bad.yaml: key 'estimator.gaze.learning_rate': unknown estimator parameter" in capsys.readouterr().err
+    assert not (tmp_path / "f.pt").exists()
+
+
 @pytest.mark.slow
 def test_torchrun_two_gloo_processes_train_like_one(tmp_path):
     data = tmp_path / "gaze.h5"
     _gaze_file(data, n=64, seed=1)
-    args = ["--task", "gaze", "--data", str(data), "--rows", "48", "--steps", "4", "--batch-size", "16",
-            "--seed", "3", "--net", json.dumps({"width": 0.25, "fc": 64}), "--log-every", "2"]
-    one = [sys.executable, "-m", "simgan.distributed", "train-estimator", *args,
-           "--out", str(tmp_path / "one.pt"), "--history", str(tmp_path / "one.json")]
-    two = [str(BIN / "torchrun"), "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "simgan.distributed", "train-estimator", *args,
-           "--out", str(tmp_path / "two.pt"), "--history", str(tmp_path / "two.json")]
+    _params(tmp_path / "params.yaml", gaze=TINY_GAZE)
+    args = ["--task", "gaze", "--data", str(data), "--rows", "48", "--seed", "3"]
+    one = [
+        sys.executable,
+        "-m",
+        "simgan.distributed",
+        "train-estimator",
+        *args,
+        "--out",
+        str(tmp_path / "one.pt"),
+        "--history",
+        str(tmp_path / "one.json"),
+    ]
+    two = [
+        str(BIN / "torchrun"),
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "simgan.distributed",
+        "train-estimator",
+        *args,
+        "--out",
+        str(tmp_path / "two.pt"),
+        "--history",
+        str(tmp_path / "two.json"),
+    ]
     env = _env(GLOO_SOCKET_IFNAME="lo")  # gloo's sockets on loopback only
     for cmd in (one, two):
         r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -114,8 +261,7 @@ def test_torchrun_two_gloo_processes_train_like_one(tmp_path):
     assert max(float((s1[k] - s2[k]).abs().max()) for k in s1) < 4e-3
     # one process through the entry point is exactly simgan.estimators.train_estimator
     with open_dataset(data) as ds:
-        ref, _ = train_estimator("gaze", ds["images"][:48], ds["gaze"][:48], steps=4, batch_size=16, lr=1e-3, seed=3,
-                                 net_kwargs={"width": 0.25, "fc": 64}, rotation_deg=20.0)
+        ref, _ = train_estimator("gaze", ds["images"][:48], ds["gaze"][:48], EstimatorConfig(**TINY_GAZE), seed=3)
     assert all(torch.equal(ref.state_dict()[k], s1[k]) for k in s1)
 
 
@@ -132,7 +278,8 @@ def test_dvc_push_pull_through_a_local_directory_remote(tmp_path):
     run("git", "init", "-q")
     run("dvc", "init", "-q")
     (repo / "dvc.yaml").write_text(
-        "stages:\n  make:\n    cmd: python -c \"open('out.txt','w').write('refined bytes')\"\n    outs: [out.txt]\n")
+        "stages:\n  make:\n    cmd: python -c \"open('out.txt','w').write('refined bytes')\"\n    outs: [out.txt]\n"
+    )
     run("dvc", "repro")
     run("dvc", "remote", "add", "-d", "shared", str(remote))
     run("dvc", "push")
@@ -151,15 +298,44 @@ def test_torchrun_trains_a_user_task_from_its_label_columns(tmp_path):
     # the entry point reads them as the pipeline does and saves the targets a checkpoint needs.
     rng = np.random.default_rng(0)
     data = tmp_path / "blobs.h5"
-    arrays = {"images": rng.integers(0, 256, (32, 24, 24), dtype=np.uint8), "labels/x": rng.normal(5, 2, 32),
-              "labels/size": rng.normal(1, 0.5, (32, 2))}
-    write_dataset(data, arrays, dict(task="generic", domain="synthetic", source="folder", generator_version="t", seed=-1),
-                  units={"x": "px", "size": "px"})
-    cmd = [str(BIN / "torchrun"), "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "simgan.distributed", "train-estimator", "--task", "generic",
-           "--data", str(data), "--steps", "3", "--batch-size", "8", "--net", json.dumps({"width": 0.25}),
-           "--rotation-deg", "0", "--out", str(tmp_path / "e.pt")]
-    r = subprocess.run(cmd, cwd=tmp_path, env=_env(GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=600)
+    arrays = {
+        "images": rng.integers(0, 256, (32, 24, 24), dtype=np.uint8),
+        "labels/x": rng.normal(5, 2, 32),
+        "labels/size": rng.normal(1, 0.5, (32, 2)),
+    }
+    write_dataset(
+        data,
+        arrays,
+        dict(task="generic", domain="synthetic", source="folder", generator_version="t", seed=-1),
+        units={"x": "px", "size": "px"},
+    )
+    _params(
+        tmp_path / "params.yaml",
+        blobs={"head": "regression", "steps": 3, "batch_size": 8, "lr": 1e-3, "net": {"width": 0.25}},
+    )
+    cmd = [
+        str(BIN / "torchrun"),
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "simgan.distributed",
+        "train-estimator",
+        "--task",
+        "blobs",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "e.pt"),
+    ]
+    r = subprocess.run(
+        cmd, cwd=tmp_path, env=_env(GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     model, meta = load_estimator(tmp_path / "e.pt")
     assert meta["processes"] == 2 and model.targets["columns"] == ["size_0", "size_1", "x"]

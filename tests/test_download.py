@@ -165,6 +165,7 @@ def test_registry_user_override_and_fetch(server, tmp_path):
 
 # ----------------------------------------------------------------------------------- extraction
 
+
 def _tar(path, members):
     with tarfile.open(path, "w:gz") as tf:
         for info, data in members:
@@ -212,9 +213,14 @@ def test_zip_unsafe_members_refused(tmp_path):
 
 def test_selective_zip_extraction_nyu_patterns(tmp_path):
     arc = tmp_path / "nyu.zip"
-    names = ["dataset/train/depth_1_0000001.png", "dataset/train/depth_2_0000001.png",
-             "dataset/train/synthdepth_1_0000001.png", "dataset/train/rgb_1_0000001.png",
-             "dataset/train/joint_data.mat", "dataset/test/joint_data.mat"]
+    names = [
+        "dataset/train/depth_1_0000001.png",
+        "dataset/train/depth_2_0000001.png",
+        "dataset/train/synthdepth_1_0000001.png",
+        "dataset/train/rgb_1_0000001.png",
+        "dataset/train/joint_data.mat",
+        "dataset/test/joint_data.mat",
+    ]
     with zipfile.ZipFile(arc, "w") as zf:
         for n in names:
             zf.writestr(n, n.encode())
@@ -231,8 +237,14 @@ def test_selective_zip_extraction_nyu_patterns(tmp_path):
 
 def test_mpiigaze_patterns_and_corrupt_archive(tmp_path):
     arc = tmp_path / "m.tar.gz"
-    _tar(arc, [_file("MPIIGaze/Data/Normalized/p00/day01.mat"), _file("MPIIGaze/Data/Original/p00/x.jpg"),
-               _file("MPIIGaze/Evaluation Subset/sample list for eye image/p00.txt")])
+    _tar(
+        arc,
+        [
+            _file("MPIIGaze/Data/Normalized/p00/day01.mat"),
+            _file("MPIIGaze/Data/Original/p00/x.jpg"),
+            _file("MPIIGaze/Evaluation Subset/sample list for eye image/p00.txt"),
+        ],
+    )
     got = dl.safe_extract(arc, tmp_path / "o", dl.load_registry()["mpiigaze"].extract, progress=False)
     assert len(got) == 2 and all("Original" not in str(p) for p in got)
     trunc = tmp_path / "t.tar.gz"

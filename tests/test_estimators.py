@@ -1,13 +1,18 @@
 import math
 import os
 import pickle
+import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from simgan.augment import photometric_augment
+from simgan.config import Params, ParamsError
 from simgan.estimators import (
+    EstimatorConfig,
     GazeNet,
     HandNet,
     features,
@@ -67,7 +72,13 @@ def test_gazenet_shapes_and_paper_fc_size():
 def test_handnet_heatmap_shapes():
     assert HandNet()(torch.zeros(2, 1, 64, 64)).shape == (2, 2, 14, 32, 32)
     assert HandNet(channels=8, heatmap_size=64, stacks=1)(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 14, 64, 64)
-    assert HandNet(channels=8, in_size=128, heatmap_size=32, depth=2)(torch.zeros(1, 1, 128, 128)).shape == (1, 2, 14, 32, 32)
+    assert HandNet(channels=8, in_size=128, heatmap_size=32, depth=2)(torch.zeros(1, 1, 128, 128)).shape == (
+        1,
+        2,
+        14,
+        32,
+        32,
+    )
     with pytest.raises(ValueError, match="heatmap_size"):
         HandNet(heatmap_size=24)
     with pytest.raises(ValueError, match="heatmap_loss"):
@@ -91,8 +102,19 @@ def test_heatmap_decoding_subpixel():
 def test_gaze_training_beats_constant_predictor():
     x, y = dot_gaze_data(640, seed=0)
     xt, yt = dot_gaze_data(200, seed=1)
-    model, hist = train_estimator("gaze", x, y, steps=100, batch_size=32, lr=1e-3, seed=0,
-                                  net_kwargs=TINY_GAZE, bf16=True, channels_last=True, log_every=50)
+    model, hist = train_estimator(
+        "gaze",
+        x,
+        y,
+        steps=100,
+        batch_size=32,
+        lr=1e-3,
+        seed=0,
+        net_kwargs=TINY_GAZE,
+        bf16=True,
+        channels_last=True,
+        log_every=50,
+    )
     assert [h["step"] for h in hist] == [50, 100]
     err = angular_error_deg(predict(model, "gaze", xt), yt).mean()
     const = angular_error_deg(constant_prediction("gaze", y, len(yt)), yt).mean()
@@ -120,8 +142,17 @@ def test_hand_training_localizes_joint_in_stored_pixels(heatmap_loss, steps, min
     # (for softmax heatmaps the decoding goes through the probabilities)
     x, j = hand_data(256, seed=0, joints=1)
     xt, jt = hand_data(60, seed=1, joints=1)
-    model, hist = train_estimator("hand", x, j, steps=steps, batch_size=16, lr=2e-3, seed=0,
-                                  net_kwargs=dict(TINY_HAND, joints=1, heatmap_loss=heatmap_loss), log_every=20)
+    model, hist = train_estimator(
+        "hand",
+        x,
+        j,
+        steps=steps,
+        batch_size=16,
+        lr=2e-3,
+        seed=0,
+        net_kwargs=dict(TINY_HAND, joints=1, heatmap_loss=heatmap_loss),
+        log_every=20,
+    )
     assert hist[-1]["loss"] < hist[0]["loss"]
     uv = predict(model, "hand", xt)
     assert uv.shape == (60, 1, 2)
@@ -227,8 +258,19 @@ def test_heatmap_decoding_at_border_keeps_integer_peak():
 
 def _train_tiny_hand(seed):
     x, j = hand_data(64, seed=0, joints=1)
-    return train_estimator("hand", x, j, steps=4, batch_size=8, lr=1e-3, seed=seed, net_kwargs=dict(TINY_HAND, joints=1),
-                           augment=photometric_augment("hand"), bf16=True, channels_last=True)[0].state_dict()
+    return train_estimator(
+        "hand",
+        x,
+        j,
+        steps=4,
+        batch_size=8,
+        lr=1e-3,
+        seed=seed,
+        net_kwargs=dict(TINY_HAND, joints=1),
+        augment=photometric_augment("hand"),
+        bf16=True,
+        channels_last=True,
+    )[0].state_dict()
 
 
 def test_seeds_in_worker_processes_train_the_same_weights_as_in_process():
@@ -247,3 +289,133 @@ def test_seeds_in_worker_processes_train_the_same_weights_as_in_process():
     for seed in inline:
         assert all(torch.equal(inline[seed][k], forked[seed][k]) for k in inline[seed]), seed
     assert not torch.equal(inline[0]["to_heat.1.weight"], inline[1]["to_heat.1.weight"])
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_estimator_config_validate_names_the_field():
+    EstimatorConfig(steps=1, batch_size=1, lr=1e-3, bf16="auto").validate()
+    for field, value, expected in [
+        ("steps", 0, "a positive integer"),
+        ("batch_size", 2.5, "a positive integer"),
+        ("lr", float("nan"), "a finite number > 0"),
+        ("lr_schedule", "step", "one of"),
+        ("rotation_deg", -1, ">= 0"),
+        ("bf16", "fast", "true, false or 'auto'"),
+        ("log_every", -1, ">= 0"),
+        ("base_n", 0, "a positive integer"),
+        ("net", [1], "a mapping"),
+        ("head", "classifier", "one of ['regression']"),
+    ]:
+        cfg = EstimatorConfig(**{"steps": 1, "batch_size": 1, "lr": 1e-3, field: value})
+        with pytest.raises(ValueError, match=rf"^estimator\.{field}: expected .*{re.escape(expected)}.*, got"):
+            cfg.validate()
+
+
+def test_estimator_config_from_params_types_defaults_and_errors():
+    def load(section):
+        return EstimatorConfig.from_params(Params({"estimator": {"gaze": section}}, "p.yaml"), "gaze")
+
+    base = {"steps": 5, "batch_size": 8, "lr": 1}
+    cfg = load({**base, "net": {"width": 0.25}, "bf16": "auto", "device": "auto"})
+    assert (cfg.lr, type(cfg.lr), cfg.net, cfg.bf16) == (1.0, float, {"width": 0.25}, "auto")
+    assert cfg.device == ("cuda" if torch.cuda.is_available() else "cpu")  # resolved where it is read
+    assert (cfg.lr_schedule, cfg.log_every, cfg.base_n, cfg.augment) == ("constant", 100, None, {})  # defaults
+    for section, message in [
+        (
+            {**base, "learning_rate": 0.1},
+            r"p.yaml: key 'estimator.gaze.learning_rate': unknown estimator parameter; expected one of \[",
+        ),
+        ({"steps": 5, "lr": 0.1}, r"p.yaml: key 'estimator.gaze.batch_size': missing"),
+        ({**base, "lr": "0.001"}, r"p.yaml: key 'estimator.gaze.lr': expected float, got '0.001'"),
+        ({**base, "lr": 0}, r"p.yaml: key 'estimator.gaze.lr': expected a finite number > 0, got 0.0"),
+        ({**base, "channels_last": "yes"}, r"p.yaml: key 'estimator.gaze.channels_last': expected bool, got 'yes'"),
+        ({**base, "bf16": "fast"}, r"p.yaml: key 'estimator.gaze.bf16': expected true, false or 'auto', got 'fast'"),
+        ({**base, "device": "tpu"}, r"p.yaml: key 'estimator.gaze.device': expected 'cpu', 'cuda'"),
+        ({**base, "head": "classifier"}, r"p.yaml: key 'estimator.gaze.head': expected one of \['regression'\]"),
+    ]:
+        with pytest.raises(ParamsError, match=message):
+            load(section)
+    with pytest.raises(ParamsError, match=r"key 'estimator.hand': missing"):
+        EstimatorConfig.from_params(Params({"estimator": {}}), "hand")
+
+
+def test_shipped_params_read_as_the_estimator_stage_trained_them():
+    p = Params.load(ROOT / "params.yaml")
+    gaze, hand = (EstimatorConfig.from_params(p, t) for t in ("gaze", "hand"))
+    assert (gaze.steps, gaze.batch_size, gaze.lr, gaze.net, gaze.log_every) == (300, 32, 0.001, {"width": 0.5}, 100)
+    assert (hand.lr, hand.lr_schedule, hand.rotation_deg, hand.net["heatmap_loss"]) == (
+        0.006,
+        "cosine",
+        20.0,
+        "softmax",
+    )
+    assert (gaze.base_n, hand.base_n) == (4000, 1500)
+
+
+def test_config_and_keyword_settings_train_the_same_weights():
+    x, y = dot_gaze_data(32, seed=0)
+    cfg = EstimatorConfig(steps=3, batch_size=8, lr=1e-3, net=TINY_GAZE)
+    a, ha = train_estimator("gaze", x, y, cfg, seed=1)
+    b, hb = train_estimator("gaze", x, y, steps=3, batch_size=8, lr=1e-3, net_kwargs=TINY_GAZE, seed=1)
+    c, _ = train_estimator("gaze", x, y, cfg, seed=1, lr=2e-3)  # a keyword overrides the config's field
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+    assert [h["step"] for h in ha] == [h["step"] for h in hb] == [3]
+
+
+def test_estimator_stage_trains_from_the_config_and_names_a_bad_key(tmp_path, monkeypatch):
+    """The stage reads estimator.<task> once (EstimatorConfig.from_params) and trains each seed with
+    exactly what train_estimator trains from that config; an unknown key stops it, nothing written."""
+    import json
+
+    import yaml
+
+    from simgan.data.format import write_dataset
+
+    sys.path.insert(0, str(ROOT))  # stages/ runs as `python -m stages...` from the root
+    from stages import estimator as stage
+
+    monkeypatch.chdir(tmp_path)
+    x, y = dot_gaze_data(48, seed=0)
+    write_dataset(
+        tmp_path / "data" / "gaze" / "synthetic.h5",
+        {"images": x, "gaze": y},
+        dict(task="gaze", domain="synthetic", source="test", generator_version="t", seed=0),
+    )
+    section = {
+        "base_n": 32,
+        "steps": 3,
+        "batch_size": 8,
+        "lr": 0.001,
+        "net": TINY_GAZE,
+        "bf16": False,
+        "channels_last": True,
+        "augment": {},
+    }
+    params = {
+        "tasks": {"gaze": {"curve": "error_cdf"}},
+        "seeds": [0, 1],
+        "compute": {"threads": 1, "workers": 1},
+        "variants": {"v": {"task": "gaze", "source": "synthetic", "size": 1, "augment": True}},
+        "estimator": {"gaze": {**section, "stpes": 4}},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=r"params.yaml: key 'estimator.gaze.stpes': unknown estimator parameter"):
+        stage.main(["v"])
+    assert not (tmp_path / "models").exists()
+    params["estimator"]["gaze"] = section
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage.main(["v"])
+    out = tmp_path / "models" / "gaze" / "estimators" / "v"
+    cfg = EstimatorConfig(steps=3, batch_size=8, lr=0.001, net=TINY_GAZE, channels_last=True)
+    for seed in (0, 1):
+        ref, hist = train_estimator("gaze", x[:32], y[:32], cfg, seed=seed, augment=photometric_augment("gaze", {}))
+        model, meta = load_estimator(out / f"seed{seed}.pt")
+        assert meta["train_n"] == 32 and all(torch.equal(ref.state_dict()[k], v) for k, v in model.state_dict().items())
+        assert (
+            [h["step"] for h in json.loads((out / "history.json").read_text())[str(seed)]]
+            == [h["step"] for h in hist]
+            == [3]
+        )

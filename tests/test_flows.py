@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -125,6 +126,32 @@ def _stage_statuses(env: dict, cwd: Path) -> dict[str, str]:
     return {row["stage"]: row["status"] for row in rows}
 
 
+def _api(env: dict, method: str, path: str, body: dict | None = None):
+    """The Prefect server's REST API, as the UI reads it."""
+    req = urllib.request.Request(env["PREFECT_API_URL"] + path, method=method, headers={"Content-Type": "application/json"},
+                                 data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _task_runs(env: dict, flow_run_id: str) -> list[dict]:
+    return _api(env, "POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+
+
+def _flow_run_id(cli_output: str) -> str:
+    return re.search(r"UUID: ([0-9a-f-]{36})", cli_output)[1]
+
+
+def _toy_repo(path: Path, env: dict, files: dict[str, str]) -> Path:
+    path.mkdir()
+    for name, text in files.items():
+        (path / name).write_text(text)
+    _run(["git", "init", "-q"], path, env)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], path, env)
+    _git_commit(path, env, "toy")
+    return path
+
+
 def _deployment_exists(env, cwd, name):
     return lambda: subprocess.run([str(BIN / "prefect"), "deployment", "inspect", name], cwd=cwd, env=env,
                                   capture_output=True).returncode == 0
@@ -191,16 +218,95 @@ open("b.txt", "w").write(open("a.txt").read() + "b")
 """
 
 
+def test_dvc_lock_held_when_the_flow_starts_is_retried(prefect, tmp_path):
+    """Another DVC process holds the lock as the flow starts: its status query fails, and retries
+    with back-off until the lock is free (was: the flow failed at once)."""
+    import zc.lockfile
+
+    env = dict(prefect, TOY_ATTEMPTS=str(tmp_path / "attempts.txt"))
+    toy = _toy_repo(tmp_path / "toy", env, {"dvc.yaml": TOY_DVC_YAML.split("  flaky:")[0]})
+    log = tmp_path / "flow.log"
+    holder = zc.lockfile.LockFile(str(toy / ".dvc" / "tmp" / "lock"))
+    cmd = [sys.executable, "-m", "flows.pipeline", "--repo", str(toy), "--retry-delay-s", "2"]
+    with background(cmd, ROOT, env, log) as proc:
+        try:
+            _wait_for(lambda: "Unable to acquire lock" in log.read_text() or proc.poll() is not None, 600,
+                      "the flow's first status query", log)
+        finally:
+            holder.close()
+        rc = proc.wait(600)
+    text = log.read_text()
+    assert rc == 0, text[-4000:]
+    assert re.search(r"LockError.*Retry 1/2 will start 2", text), text[-4000:]
+    assert (toy / "a.txt").read_text() == "a"
+
+
+SLOW_DVC_YAML = """\
+stages:
+  slow:
+    cmd: python slow.py
+    deps: [slow.py]
+    outs: [slow.txt]
+"""
+
+# Records its pid and its parent's (the `dvc repro` the flow started), then runs for minutes.
+SLOW_STAGE = """\
+import os, time
+with open(os.environ["TOY_PIDS"] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {os.getppid()}")
+os.replace(os.environ["TOY_PIDS"] + ".tmp", os.environ["TOY_PIDS"])
+time.sleep(600)
+open("slow.txt", "w").write("done")
+"""
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_killed_flow_run_leaves_no_task_running(prefect, tmp_path):
+    """kill -9 of the flow-run process mid-stage: the serve process reports the run Crashed and
+    runs its on_crashed hook, which ends the stage's task run (was: Running for ever) and stops
+    the `dvc repro` and stage command the dead process left behind."""
+    env = dict(prefect, TOY_PIDS=str(tmp_path / "pids"))
+    code = _copy_repo(tmp_path / "code", env, tiny=False)
+    toy = _toy_repo(tmp_path / "toy", env, {"dvc.yaml": SLOW_DVC_YAML, "slow.py": SLOW_STAGE})
+    prefect_cli = str(BIN / "prefect")
+    serve_log = tmp_path / "serve.log"
+    with background([sys.executable, "-m", "flows.serve", "--poll", "1"], code, env, serve_log):
+        _wait_for(_deployment_exists(env, code, "simgan/full"), 300, "served deployments", serve_log)
+        r = _run([prefect_cli, "deployment", "run", "simgan/full", "--params",
+                  json.dumps({"repo": str(toy), "compare_rev": None})], code, env)
+        flow_run = _flow_run_id(r.stdout)
+        _wait_for((tmp_path / "pids").exists, 600, "the slow stage to start", serve_log)
+        stage_pid, dvc_pid = map(int, (tmp_path / "pids").read_text().split())
+        flow_pid = _ppid(dvc_pid)
+        _wait_for(lambda: any(t["name"] == "slow" and t["state_type"] == "RUNNING" for t in _task_runs(env, flow_run)),
+                  120, "the slow task run to be RUNNING", serve_log)
+        os.kill(flow_pid, signal.SIGKILL)
+        _wait_for(lambda: _api(env, "GET", f"/flow_runs/{flow_run}")["state_type"] == "CRASHED", 300,
+                  "the flow run to be reported CRASHED", serve_log)
+        _wait_for(lambda: all(t["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+                              for t in _task_runs(env, flow_run)), 120, "every task run to end", serve_log)
+        _wait_for(lambda: not _alive(stage_pid), 120, "the stage command to be stopped", serve_log)
+    runs = {t["name"]: t["state_type"] for t in _task_runs(env, flow_run)}
+    assert runs["slow"] == "CRASHED", runs
+    assert not _alive(dvc_pid)
+    assert not (toy / "slow.txt").exists()
+
+
 def test_worker_from_prefect_yaml_retries_a_failing_stage(prefect, tmp_path):
     env = dict(prefect, TOY_ATTEMPTS=str(tmp_path / "attempts.txt"))
     code = _copy_repo(tmp_path / "code", env, tiny=False)
-    toy = tmp_path / "toy"
-    toy.mkdir()
-    (toy / "dvc.yaml").write_text(TOY_DVC_YAML)
-    (toy / "flaky.py").write_text(TOY_FLAKY)
-    _run(["git", "init", "-q"], toy, env)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], toy, env)
-    _git_commit(toy, env, "toy")
+    toy = _toy_repo(tmp_path / "toy", env, {"dvc.yaml": TOY_DVC_YAML, "flaky.py": TOY_FLAKY})
 
     prefect_cli = str(BIN / "prefect")
     _run([prefect_cli, "work-pool", "create", "simgan-pool", "--type", "process"], code, env)
@@ -217,4 +323,7 @@ def test_worker_from_prefect_yaml_retries_a_failing_stage(prefect, tmp_path):
         r = _run([prefect_cli, "deployment", "run", "simgan/full", "--watch", "--params", json.dumps(params)], code, env,
                  timeout=900)
         assert _stage_statuses(env, code) == {"make": "up to date", "flaky": "up to date"}
+        # one task run per up-to-date stage, named like the stage (was: one for all)
+        stage_runs = [t for t in _task_runs(env, _flow_run_id(r.stdout)) if t["task_key"].startswith("up_to_date")]
+        assert sorted((t["name"], t["state_type"]) for t in stage_runs) == [("flaky", "COMPLETED"), ("make", "COMPLETED")]
     assert (tmp_path / "attempts.txt").read_text().count("attempt") == 2

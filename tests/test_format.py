@@ -129,7 +129,10 @@ def _tamper(path, fn):
     "tamper, expected",
     [
         (lambda f: f.__delitem__("gaze"), "key 'gaze': missing"),
-        (lambda f: f.__setitem__("pupil", np.zeros((10, 3), np.float32)) if f.__delitem__("pupil") is None else None, "key 'pupil'"),
+        (
+            lambda f: f.__setitem__("pupil", np.zeros((10, 3), np.float32)) if f.__delitem__("pupil") is None else None,
+            "key 'pupil'",
+        ),
         (lambda f: f["head_pose"].__setitem__((0, 0), np.inf), "key 'head_pose': expected finite"),
         (lambda f: f.attrs.__delitem__("domain"), "attr 'domain'"),
     ],
@@ -172,17 +175,15 @@ def test_writer_streams_and_is_atomic(tmp_path):
     old = gaze_arrays(5, seed=1)
     write_dataset(path, old, GAZE_ATTRS)
     before = path.read_bytes()
-    with pytest.raises(RuntimeError, match="boom"):
-        with DatasetWriter(path, GAZE_ATTRS, chunk_rows=4) as w:
-            w.append(gaze_arrays(8))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), DatasetWriter(path, GAZE_ATTRS, chunk_rows=4) as w:
+        w.append(gaze_arrays(8))
+        raise RuntimeError("boom")
     assert path.read_bytes() == before
     # A validation failure at close (N mismatch across keys) also keeps the old file.
-    with pytest.raises(DatasetError, match="'gaze': expected N = 8"):
-        with DatasetWriter(path, GAZE_ATTRS) as w:
-            a = gaze_arrays(8)
-            w.append({"images": a["images"]})
-            w.append({"gaze": a["gaze"][:3]})
+    with pytest.raises(DatasetError, match="'gaze': expected N = 8"), DatasetWriter(path, GAZE_ATTRS) as w:
+        a = gaze_arrays(8)
+        w.append({"images": a["images"]})
+        w.append({"gaze": a["gaze"][:3]})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.h5"]
     parts = [gaze_arrays(7, seed=s) for s in range(3)]
@@ -231,8 +232,10 @@ def test_tensor_roundtrip_exact():
         images_to_tensor(depth, "gaze")
 
 
-@pytest.mark.parametrize("key, row, value, expected", [("head_pose", 37, [0.0, np.nan, 0.0], "finite values, got"),
-                                                       ("gaze", 40, [0.5, 0.5, 0.5], "unit vectors")])
+@pytest.mark.parametrize(
+    "key, row, value, expected",
+    [("head_pose", 37, [0.0, np.nan, 0.0], "finite values, got"), ("gaze", 40, [0.5, 0.5, 0.5], "unit vectors")],
+)
 def test_open_checks_every_label_row_block_by_block(tmp_path, monkeypatch, key, row, value, expected):
     import simgan.data.format as fmt
 

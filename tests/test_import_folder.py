@@ -37,7 +37,9 @@ def _images(root, color=False):
 def test_folder_labels_csv_byte_for_byte(tmp_path):
     imgs = _images(tmp_path / "imgs")
     (tmp_path / "labels.csv").write_text(CSV)
-    cfg = FolderConfig(size=(35, 55), labels=tmp_path / "labels.csv", units=parse_units("angle=deg, count=1"), workers=1)
+    cfg = FolderConfig(
+        size=(35, 55), labels=tmp_path / "labels.csv", units=parse_units("angle=deg, count=1"), workers=1
+    )
     assert import_folder(tmp_path / "imgs", tmp_path / "f.h5", cfg) == 3
     with open_dataset(tmp_path / "f.h5") as ds:
         assert (ds.task, ds.domain) == ("generic", "synthetic")
@@ -56,11 +58,19 @@ def test_folder_labels_csv_byte_for_byte(tmp_path):
 
 def test_folder_parquet_colour_and_crop_modes(tmp_path):
     imgs = _images(tmp_path / "imgs", color=True)
-    df = pd.DataFrame({"file": ["sub/img_1.png", "img_2.png", "img_10.png"],
-                       "y": np.array([1.5, 2.25, -3.0], np.float32), "k": np.array([1, 2, 3], np.int8)})
+    df = pd.DataFrame(
+        {
+            "file": ["sub/img_1.png", "img_2.png", "img_10.png"],
+            "y": np.array([1.5, 2.25, -3.0], np.float32),
+            "k": np.array([1, 2, 3], np.int8),
+        }
+    )
     df.to_parquet(tmp_path / "l.parquet")
-    n = import_folder(tmp_path / "imgs", tmp_path / "c.h5",
-                      FolderConfig(size=(35, 55), color=True, crop="resize", labels=tmp_path / "l.parquet", workers=1))
+    n = import_folder(
+        tmp_path / "imgs",
+        tmp_path / "c.h5",
+        FolderConfig(size=(35, 55), color=True, crop="resize", labels=tmp_path / "l.parquet", workers=1),
+    )
     assert n == 3
     with open_dataset(tmp_path / "c.h5") as ds:
         assert ds["images"].shape == (3, 35, 55, 3)
@@ -88,7 +98,9 @@ def test_folder_bad_images_and_label_mismatches(tmp_path):
     with pytest.raises(SimganError, match=r"2 bad images .*broken\.png: cannot decode.*--skip-bad"):
         import_folder(tmp_path / "imgs", tmp_path / "x.h5", FolderConfig(size=(35, 55), report=report, workers=1))
     assert not (tmp_path / "x.h5").exists() and "cut.jpg" in report.read_text()
-    n = import_folder(tmp_path / "imgs", tmp_path / "x.h5", FolderConfig(size=(35, 55), skip_bad=True, report=report, workers=1))
+    n = import_folder(
+        tmp_path / "imgs", tmp_path / "x.h5", FolderConfig(size=(35, 55), skip_bad=True, report=report, workers=1)
+    )
     assert n == 3 and report.read_text().startswith("skipped 2 bad")
     (tmp_path / "imgs" / "broken.png").unlink()
     (tmp_path / "imgs" / "cut.jpg").unlink()
@@ -110,36 +122,72 @@ def test_folder_bad_images_and_label_mismatches(tmp_path):
         import_folder(tmp_path / "imgs", tmp_path / "x.h5", FolderConfig(size=(35, 55), labels=tmp_path / "l.csv"))
     (tmp_path / "l.csv").write_text(CSV)
     with pytest.raises(SimganError, match=r"--units: no label column named 'nope'"):
-        import_folder(tmp_path / "imgs", tmp_path / "x.h5",
-                      FolderConfig(size=(35, 55), labels=tmp_path / "l.csv", units={"nope": "m"}))
+        import_folder(
+            tmp_path / "imgs",
+            tmp_path / "x.h5",
+            FolderConfig(size=(35, 55), labels=tmp_path / "l.csv", units={"nope": "m"}),
+        )
 
 
 def test_export_gaze_and_hand_columns(tmp_path):
     n = 4
     g = np.array([[0, 0, -1], [0.6, 0, -0.8], [0, 0.6, -0.8], [0, 0, -1]], np.float32)
-    write_dataset(tmp_path / "g.h5", {"images": np.zeros((n, 35, 55), np.uint8), "gaze": g,
-                                      "pupil": np.ones((n, 2), np.float32), "head_pose": np.zeros((n, 3), np.float32),
-                                      "landmarks": np.arange(n * 3 * 2, dtype=np.float32).reshape(n, 3, 2),
-                                      "labels/person": np.arange(n, dtype=np.int16)},
-                  {"task": "gaze", "domain": "real", "source": "test"}, units={"person": "id"})
+    write_dataset(
+        tmp_path / "g.h5",
+        {
+            "images": np.zeros((n, 35, 55), np.uint8),
+            "gaze": g,
+            "pupil": np.ones((n, 2), np.float32),
+            "head_pose": np.zeros((n, 3), np.float32),
+            "landmarks": np.arange(n * 3 * 2, dtype=np.float32).reshape(n, 3, 2),
+            "labels/person": np.arange(n, dtype=np.int16),
+        },
+        {"task": "gaze", "domain": "real", "source": "test"},
+        units={"person": "id"},
+    )
     assert export_labels(tmp_path / "g.h5", tmp_path / "g.parquet") == n
     df = pd.read_parquet(tmp_path / "g.parquet")
-    assert list(df.columns) == ["index", "gaze_x", "gaze_y", "gaze_z", "pitch_deg", "yaw_deg", "pupil_x", "pupil_y",
-                                "head_pitch_deg", "head_yaw_deg", "head_roll_deg",
-                                "lm0_x", "lm0_y", "lm1_x", "lm1_y", "lm2_x", "lm2_y", "person"]
+    assert list(df.columns) == [
+        "index",
+        "gaze_x",
+        "gaze_y",
+        "gaze_z",
+        "pitch_deg",
+        "yaw_deg",
+        "pupil_x",
+        "pupil_y",
+        "head_pitch_deg",
+        "head_yaw_deg",
+        "head_roll_deg",
+        "lm0_x",
+        "lm0_y",
+        "lm1_x",
+        "lm1_y",
+        "lm2_x",
+        "lm2_y",
+        "person",
+    ]
     assert list(df["index"]) == [0, 1, 2, 3] and df["lm1_y"].iloc[2] == 15.0
     assert df["yaw_deg"].iloc[1] == pytest.approx(-36.8699, abs=1e-3)  # atan2(-0.6, 0.8)
     assert df["pitch_deg"].iloc[2] == pytest.approx(-36.8699, abs=1e-3)  # asin(-0.6)
     assert pq.read_schema(tmp_path / "g.parquet").field("person").metadata[b"unit"] == b"id"
 
-    write_dataset(tmp_path / "h.h5", {"depth": np.ones((2, 8, 8), np.float32),
-                                      "joints": np.arange(2 * 14 * 3, dtype=np.float32).reshape(2, 14, 3) / 100},
-                  {"task": "hand", "domain": "synthetic", "source": "test"})
+    write_dataset(
+        tmp_path / "h.h5",
+        {
+            "depth": np.ones((2, 8, 8), np.float32),
+            "joints": np.arange(2 * 14 * 3, dtype=np.float32).reshape(2, 14, 3) / 100,
+        },
+        {"task": "hand", "domain": "synthetic", "source": "test"},
+    )
     export_labels(tmp_path / "h.h5", tmp_path / "h.parquet")
     df = pd.read_parquet(tmp_path / "h.parquet")
     assert df.shape == (2, 1 + 42) and df["j13_d"].iloc[1] == pytest.approx(0.83)
-    write_dataset(tmp_path / "u.h5", {"images": np.zeros((3, 4, 4), np.uint8)},
-                  {"task": "generic", "domain": "real", "source": "test"})
+    write_dataset(
+        tmp_path / "u.h5",
+        {"images": np.zeros((3, 4, 4), np.uint8)},
+        {"task": "generic", "domain": "real", "source": "test"},
+    )
     export_labels(tmp_path / "u.h5", tmp_path / "u.parquet")
     assert list(pd.read_parquet(tmp_path / "u.parquet").columns) == ["index"]
 
@@ -147,8 +195,23 @@ def test_export_gaze_and_hand_columns(tmp_path):
 def test_cli_import_export_and_errors(tmp_path, capsys):
     _images(tmp_path / "imgs")
     (tmp_path / "labels.csv").write_text(CSV)
-    rc = main(["import", "folder", str(tmp_path / "imgs"), "--labels", str(tmp_path / "labels.csv"),
-               "--out", str(tmp_path / "f.h5"), "--size", "35x55", "--units", "angle=deg", "--workers", "1"])
+    rc = main(
+        [
+            "import",
+            "folder",
+            str(tmp_path / "imgs"),
+            "--labels",
+            str(tmp_path / "labels.csv"),
+            "--out",
+            str(tmp_path / "f.h5"),
+            "--size",
+            "35x55",
+            "--units",
+            "angle=deg",
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0 and "wrote 3 rows" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "f.h5"), "--out", str(tmp_path / "f.parquet")]) == 0
     df = pd.read_parquet(tmp_path / "f.parquet")

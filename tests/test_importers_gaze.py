@@ -25,8 +25,16 @@ def _fmt(x, y, z=0.0):
     return f"({x:.4f}, {y:.4f}, {z:.4f})"
 
 
-def _render(folder, idx, cx=100.0, cy_up=80.0, eye_w=40.0, look="(0.5, 0.3, -0.812, 0.0)", head="(351.0, 182.0, 0.0)",
-            blob=(0.0, 0.0)):
+def _render(
+    folder,
+    idx,
+    cx=100.0,
+    cy_up=80.0,
+    eye_w=40.0,
+    look="(0.5, 0.3, -0.812, 0.0)",
+    head="(351.0, 182.0, 0.0)",
+    blob=(0.0, 0.0),
+):
     """One UnityEyes render: coordinates in screen space with y up; a white iris disc on black."""
     t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
     margin = [_fmt(cx + eye_w / 2 * math.cos(a), cy_up + eye_w / 4 * math.sin(a)) for a in t]
@@ -34,9 +42,15 @@ def _render(folder, idx, cx=100.0, cy_up=80.0, eye_w=40.0, look="(0.5, 0.3, -0.8
     ix, iy = cx + blob[0], cy_up + blob[1]
     t32 = np.linspace(0, 2 * np.pi, 32, endpoint=False)
     iris = [_fmt(ix + 6 * math.cos(a), iy + 6 * math.sin(a)) for a in t32]
-    meta = {"interior_margin_2d": margin, "caruncle_2d": caruncle, "iris_2d": iris,
-            "eye_details": {"look_vec": look, "pupil_size": "0.05", "iris_size": "0.9", "iris_texture": "eyeball_brown"},
-            "head_pose": head, "lighting_details": {"skybox_exposure": "1.0"}, "eye_region_details": {"pca_shape_coeffs": []}}
+    meta = {
+        "interior_margin_2d": margin,
+        "caruncle_2d": caruncle,
+        "iris_2d": iris,
+        "eye_details": {"look_vec": look, "pupil_size": "0.05", "iris_size": "0.9", "iris_texture": "eyeball_brown"},
+        "head_pose": head,
+        "lighting_details": {"skybox_exposure": "1.0"},
+        "eye_region_details": {"pca_shape_coeffs": []},
+    }
     (folder / f"{idx}.json").write_text(json.dumps(meta))
     yy, xx = np.mgrid[0:H, 0:W]
     img = np.where((xx - ix) ** 2 + (yy - (H - iy)) ** 2 <= 36, 255, 0).astype(np.uint8)
@@ -45,7 +59,7 @@ def _render(folder, idx, cx=100.0, cy_up=80.0, eye_w=40.0, look="(0.5, 0.3, -0.8
 
 def test_unity_gaze_convention_known_vector():
     g = unity_look_to_mpii(np.array([[0.5, 0.3, -0.812, 0.0]]), "t")[0]
-    n = math.sqrt(0.25 + 0.09 + 0.812 ** 2)
+    n = math.sqrt(0.25 + 0.09 + 0.812**2)
     np.testing.assert_allclose(g, [-0.5 / n, 0.3 / n, -0.812 / n], rtol=1e-6)
     pitch, yaw = pitchyaw(g)
     assert pitch == pytest.approx(math.asin(-0.3 / n)) and yaw == pytest.approx(math.atan2(0.5, 0.812))
@@ -107,8 +121,12 @@ def test_unityeyes_filter_resample_and_bad_inputs(tmp_path):
     import_unityeyes(src, tmp_path / "t.h5", UnityEyesConfig(workers=1, limit=10))
     with open_dataset(tmp_path / "t.h5") as t:
         from simgan.data.format import write_dataset
-        write_dataset(tmp_path / "target.h5", {"images": t["images"][:3], "gaze": t["gaze"][:3]},
-                      {"task": "gaze", "domain": "real", "source": "test"})
+
+        write_dataset(
+            tmp_path / "target.h5",
+            {"images": t["images"][:3], "gaze": t["gaze"][:3]},
+            {"task": "gaze", "domain": "real", "source": "test"},
+        )
     import_unityeyes(src, tmp_path / "m.h5", UnityEyesConfig(resample=str(tmp_path / "target.h5"), bins=10, workers=1))
     with open_dataset(tmp_path / "m.h5") as m, open_dataset(tmp_path / "t.h5") as t:
         assert {tuple(g) for g in m["gaze"]} <= {tuple(g) for g in t["gaze"][:3]}
@@ -129,6 +147,7 @@ def test_unityeyes_filter_resample_and_bad_inputs(tmp_path):
 
 # ----------------------------------------------------------------------------------- MPIIGaze
 
+
 def _side(rng, n, base):
     img = rng.integers(0, 256, (n, 36, 60), dtype=np.uint8)
     img[:, :, :10] = base  # a marker stripe on the left edge, to see mirroring
@@ -144,8 +163,9 @@ def _mpii(root, persons=("p00", "p01"), days=("day01", "day02"), n=5):
         for d in days:
             left, right = _side(rng, n, 11), _side(rng, n, 222)
             names = np.array([f"{k:04d}.jpg" for k in range(1, n + 1)], dtype=object)
-            scipy.io.savemat(root / "Data/Normalized" / p / f"{d}.mat",
-                             {"data": {"left": left, "right": right}, "filenames": names})
+            scipy.io.savemat(
+                root / "Data/Normalized" / p / f"{d}.mat", {"data": {"left": left, "right": right}, "filenames": names}
+            )
             truth[(p, d)] = (left, right)
     ev = root / "Evaluation Subset" / "sample list for eye image"
     ev.mkdir(parents=True)
@@ -179,10 +199,15 @@ def test_mpiigaze_import_mirroring_and_subsets(tmp_path):
     ev = tmp_path / "eval.h5"
     assert import_mpiigaze(root, ev, MPIIGazeConfig(subset="eval", persons=["p01"], workers=1)) == 2
     with open_dataset(ev) as ds:
-        np.testing.assert_array_equal(ds["images"][0], crop_resize(truth[("p01", "day01")][0]["image"][1], box, (35, 55)))
+        np.testing.assert_array_equal(
+            ds["images"][0], crop_resize(truth[("p01", "day01")][0]["image"][1], box, (35, 55))
+        )
         assert list(ds["labels/eye"]) == [0, 1] and set(ds["labels/person"]) == {1}
     assert import_mpiigaze(root, tmp_path / "rest.h5", MPIIGazeConfig(subset="rest", workers=2)) == 40 - 4
-    assert import_mpiigaze(root, tmp_path / "u.h5", MPIIGazeConfig(labels=False, eyes="left", fit="resize", workers=1)) == 20
+    assert (
+        import_mpiigaze(root, tmp_path / "u.h5", MPIIGazeConfig(labels=False, eyes="left", fit="resize", workers=1))
+        == 20
+    )
     with open_dataset(tmp_path / "u.h5", require_labels=False) as ds:
         assert ds.keys() == ["images"]
 
@@ -198,6 +223,7 @@ def test_mpiigaze_import_mirroring_and_subsets(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- Kaggle
+
 
 def test_kaggle_import(tmp_path):
     n = 12
@@ -241,14 +267,46 @@ def test_cli_gaze_importers(tmp_path, capsys):
     (tmp_path / "ue").mkdir()
     for i in range(4):
         _render(tmp_path / "ue", i, head=f"({350 + 5 * i}, 0, 0)")
-    rc = main(["import", "unityeyes", str(tmp_path / "ue"), "--out", str(tmp_path / "u.h5"), "--head-pitch=-12,2",
-               "--resample", "uniform", "--resample-n", "5", "--seed", "3", "--workers", "1"])
+    rc = main(
+        [
+            "import",
+            "unityeyes",
+            str(tmp_path / "ue"),
+            "--out",
+            str(tmp_path / "u.h5"),
+            "--head-pitch=-12,2",
+            "--resample",
+            "uniform",
+            "--resample-n",
+            "5",
+            "--seed",
+            "3",
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0 and "wrote 5 rows" in capsys.readouterr().out
     with open_dataset(tmp_path / "u.h5") as ds:
         assert set(np.round(ds["head_pose"][:, 0])) <= {-10.0, -5.0, 0.0} and ds.attrs["seed"] == 3
     _mpii(tmp_path / "MPIIGaze")
-    rc = main(["import", "mpiigaze", str(tmp_path / "MPIIGaze"), "--out", str(tmp_path / "m.h5"), "--subset", "eval",
-               "--persons", "p00", "--no-mirror", "--fit", "resize", "--workers", "1"])
+    rc = main(
+        [
+            "import",
+            "mpiigaze",
+            str(tmp_path / "MPIIGaze"),
+            "--out",
+            str(tmp_path / "m.h5"),
+            "--subset",
+            "eval",
+            "--persons",
+            "p00",
+            "--no-mirror",
+            "--fit",
+            "resize",
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0 and "wrote 2 rows" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse rejects a malformed person list before any work
         main(["import", "mpiigaze", str(tmp_path / "MPIIGaze"), "--out", str(tmp_path / "m.h5"), "--persons", "x1"])

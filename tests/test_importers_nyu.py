@@ -24,7 +24,7 @@ def _frame(k):
     synth = np.where(hand, 600 + (xx - X0) + 41 * (yy - Y0), 0).astype(np.uint16)
     real = np.where(hand, synth + 7, 2500).astype(np.uint16)
     real[Y0 + 5, X0 + k + 5] = 0  # sensor hole on the hand
-    real[Y0:Y0 + SIDE, X0 + k - 4:X0 + k] = 900  # clutter touching the hand (e.g. an arm)
+    real[Y0 : Y0 + SIDE, X0 + k - 4 : X0 + k] = 900  # clutter touching the hand (e.g. an arm)
     return synth, real
 
 
@@ -41,8 +41,10 @@ def _dataset(root, n=3, camera_shift=0):
         v = rng.integers(Y0, Y0 + SIDE, 36)
         uvd[0, k] = np.stack([u, v, synth[v, u].astype(float)], 1)
         uvd[1:, k] = -1  # other cameras: must not be read
-    scipy.io.savemat(folder / "joint_data.mat", {"joint_uvd": uvd, "joint_xyz": uvd * 0.5,
-                                                  "joint_names": np.array([f"j{i}" for i in range(36)], dtype=object)})
+    scipy.io.savemat(
+        folder / "joint_data.mat",
+        {"joint_uvd": uvd, "joint_xyz": uvd * 0.5, "joint_names": np.array([f"j{i}" for i in range(36)], dtype=object)},
+    )
     return folder, uvd[0]
 
 
@@ -61,7 +63,7 @@ def test_mask_crop_and_joint_positions_exact(tmp_path):
     assert import_nyu(tmp_path, tmp_path / "s.h5", tmp_path / "r.h5", cfg) == 3
     with open_dataset(tmp_path / "s.h5") as s, open_dataset(tmp_path / "r.h5") as r:
         assert (s.domain, r.domain, s.task) == ("synthetic", "real", "hand")
-        sd, sj, rd, rj, mask = s["depth"], s["joints"], r["depth"], r["joints"], r["mask"]
+        sd, sj, rd, mask = s["depth"], s["joints"], r["depth"], r["mask"]
         boxes, centres = s["labels/crop_box"], r["labels/d_centre_mm"]
         assert list(s["labels/frame"]) == [1, 2, 3] and np.array_equal(mask, s["mask"])
     assert sd.shape == (3, 48, 48) and sj.shape == (3, 14, 3)
@@ -130,8 +132,25 @@ def test_cli_nyu(tmp_path, capsys):
     from simgan.cli import main
 
     _dataset(tmp_path / "raw")
-    rc = main(["import", "nyu", str(tmp_path / "raw"), "--out-synthetic", str(tmp_path / "s.h5"), "--out-real",
-               str(tmp_path / "r.h5"), "--size", "32", "--half-range-mm", "200", "--limit", "2", "--workers", "1"])
+    rc = main(
+        [
+            "import",
+            "nyu",
+            str(tmp_path / "raw"),
+            "--out-synthetic",
+            str(tmp_path / "s.h5"),
+            "--out-real",
+            str(tmp_path / "r.h5"),
+            "--size",
+            "32",
+            "--half-range-mm",
+            "200",
+            "--limit",
+            "2",
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0 and "wrote 2 rows" in capsys.readouterr().out
     with open_dataset(tmp_path / "r.h5") as ds:
         assert ds["depth"].shape == (2, 32, 32) and ds.attrs["half_range_mm"] == 200.0

@@ -72,7 +72,7 @@ def draw_eye(cx, cy, r=4.0, n_sub=8):
     cover = np.zeros((35, 55))
     for dy in offs:
         for dx in offs:
-            cover += ((cols + dx - cx) ** 2 + (rows + dy - cy) ** 2 <= r * r)
+            cover += (cols + dx - cx) ** 2 + (rows + dy - cy) ** 2 <= r * r
     cover /= n_sub * n_sub
     img = 190 - 150 * cover
     img[3:6, 5:20] = 120  # an eyebrow-ish distractor, darker than skin but not than the pupil
@@ -123,7 +123,9 @@ def test_knn_predict():
     for metric in ("cosine", "l2"):
         np.testing.assert_allclose(knn_predict(feats, labels, feats, k=1, metric=metric, chunk=7), labels, atol=1e-6)
     # k = N averages everything: the constant predictor
-    np.testing.assert_allclose(knn_predict(feats, labels, feats[:4], k=50), constant_prediction("gaze", labels, 4), atol=1e-6)
+    np.testing.assert_allclose(
+        knn_predict(feats, labels, feats[:4], k=50), constant_prediction("gaze", labels, 4), atol=1e-6
+    )
     hand = rng.normal(size=(50, 14, 3))
     out = knn_predict(feats, hand, feats[:5], k=1)
     assert out.shape == (5, 14, 2)
@@ -154,7 +156,6 @@ def test_mean_std():
     with pytest.raises(ValueError, match="values"):
         mean_std([])
     assert math.isclose(mean_std(np.array([0.0, 10.0]))["std"], math.sqrt(50))
-
 
 
 def test_realism_accuracy_tells_depth_hands_apart_on_held_out_images():

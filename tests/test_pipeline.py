@@ -22,9 +22,15 @@ def _env() -> dict:
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # stage commands run `python -m stages...`
-    env.update(DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               GIT_AUTHOR_NAME="simgan tests", GIT_AUTHOR_EMAIL="tests@localhost",
-               GIT_COMMITTER_NAME="simgan tests", GIT_COMMITTER_EMAIL="tests@localhost")
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        GIT_AUTHOR_NAME="simgan tests",
+        GIT_AUTHOR_EMAIL="tests@localhost",
+        GIT_COMMITTER_NAME="simgan tests",
+        GIT_COMMITTER_EMAIL="tests@localhost",
+    )
     return env
 
 
@@ -37,7 +43,9 @@ def _run(args, cwd, check=True):
 
 def copy_repo(dst: Path) -> Path:
     """The working tree as a fresh clone would have it (tracked + untracked-not-ignored files)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     for rel in filter(None, files.decode().split("\0")):
         src = ROOT / rel
         if src.is_file():
@@ -67,11 +75,28 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_profile_reproduces_all_metrics(tiny_run):
     repo, out = tiny_run
-    assert {"prepare@gaze", "adversarial@hand", "refine@gaze", "estimator@gaze-refined-4x", "evaluate@hand", "report"} <= _ran_stages(out)
+    assert {
+        "prepare@gaze",
+        "adversarial@hand",
+        "refine@gaze",
+        "estimator@gaze-refined-4x",
+        "evaluate@hand",
+        "report",
+    } <= _ran_stages(out)
     gaze = json.loads((repo / "metrics" / "gaze.json").read_text())
     hand = json.loads((repo / "metrics" / "hand.json").read_text())
-    for row in ("synthetic_1x", "synthetic_4x", "refined_1x", "refined_4x", "real_1x", "real_4x",
-                "synthetic_aug_1x", "refined_aug_1x", "constant", "knn_synthetic"):
+    for row in (
+        "synthetic_1x",
+        "synthetic_4x",
+        "refined_1x",
+        "refined_4x",
+        "real_1x",
+        "real_4x",
+        "synthetic_aug_1x",
+        "refined_aug_1x",
+        "constant",
+        "knn_synthetic",
+    ):
         cell = gaze["rows"][row]
         assert 0 <= cell["mean_error_deg"]["mean"] <= 180 and cell["mean_error_deg"]["std"] >= 0, row
         assert 0 <= cell["within7_pct"]["mean"] <= 100, row
@@ -81,11 +106,24 @@ def test_tiny_profile_reproduces_all_metrics(tiny_run):
         assert m["seeds"] == 2 and m["profile"] == "tiny"
         assert 0 <= m["realism"]["refined_vs_real_acc_pct"] <= 100
     assert gaze["label_preservation"]["pupil_shift_px"]["mean"] >= 0
-    for rel in ("plots/gaze/error_cdf.csv", "plots/hand/pck.csv", "plots/gaze/train_losses.csv", "reports/results.md",
-                "reports/gaze/samples.png", "reports/hand/curves.png", "reports/gaze/size.png", "reports/hand/losses.png",
-                "reports/gaze/predictions.parquet", "data/gaze/refined.h5", "models/hand/refiner.pt"):
+    for rel in (
+        "plots/gaze/error_cdf.csv",
+        "plots/hand/pck.csv",
+        "plots/gaze/train_losses.csv",
+        "reports/results.md",
+        "reports/gaze/samples.png",
+        "reports/hand/curves.png",
+        "reports/gaze/size.png",
+        "reports/hand/losses.png",
+        "reports/gaze/predictions.parquet",
+        "data/gaze/refined.h5",
+        "models/hand/refiner.pt",
+    ):
         assert (repo / rel).stat().st_size > 0, rel
-    assert "| Training data" in (repo / "reports" / "results.md").read_text() or "|" in (repo / "reports" / "results.md").read_text()
+    assert (
+        "| Training data" in (repo / "reports" / "results.md").read_text()
+        or "|" in (repo / "reports" / "results.md").read_text()
+    )
 
 
 def test_second_repro_does_nothing(tiny_run):
@@ -112,7 +150,9 @@ def test_ablation_as_dvc_experiment_is_compared_like_a_commit(tiny_run):
     repo, _ = tiny_run
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "tiny run"], repo)
-    exp = _run([sys.executable, "-m", "dvc", "exp", "run", "-n", "no-history", "-S", "gan.gaze.train.history_size=0"], repo)
+    exp = _run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-n", "no-history", "-S", "gan.gaze.train.history_size=0"], repo
+    )
     ran = _ran_stages(exp.stdout)
     assert "adversarial@gaze" in ran and not any(s.startswith(("prepare", "adversarial@hand")) for s in ran), ran
     out = _run([sys.executable, "-m", "simgan.cli", "compare", "HEAD", "no-history", "--repo", str(repo)], repo).stdout
@@ -130,7 +170,9 @@ def test_training_log_in_a_repository_without_commits_says_what_to_do(tmp_path, 
     subprocess.run(["git", "init", "-q"], check=True)
     with pytest.raises(SimganError, match=r"needs at least one commit: run `git add -A && git commit -m init`"):
         training_log(tmp_path / "reports" / "gaze" / "dvclive")
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"], check=True
+    )
     with training_log(tmp_path / "reports" / "gaze" / "dvclive") as live:
         live.log_metric("loss", 1.0)
     assert (tmp_path / "reports" / "gaze" / "dvclive" / "metrics.json").exists()

@@ -1,11 +1,16 @@
-import h5py
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from simgan.checkpoint import load_refiner, save_model
+from simgan.config import Params, ParamsError
 from simgan.data.format import open_dataset, write_dataset
+from simgan.io import SimganError
 from simgan.nets import Refiner
-from simgan.refine import refine_batches, refine_dataset
+from simgan.refine import refine_batches, refine_dataset, refine_settings
 
 
 def _gaze_file(path, n=300, seed=0):
@@ -19,8 +24,13 @@ def _gaze_file(path, n=300, seed=0):
         "pupil": rng.uniform(0, 50, (n, 2)).astype(np.float32),
         "labels/difficulty": rng.normal(size=n).astype(np.float64),
     }
-    write_dataset(path, arrays, dict(task="gaze", domain="synthetic", source="test", generator_version="t", seed=seed),
-                  chunk_rows=64, units={"difficulty": "au"})
+    write_dataset(
+        path,
+        arrays,
+        dict(task="gaze", domain="synthetic", source="test", generator_version="t", seed=seed),
+        chunk_rows=64,
+        units={"difficulty": "au"},
+    )
     return arrays
 
 
@@ -72,7 +82,10 @@ def test_a_noise_refiner_gives_each_row_its_own_noise_whatever_the_batches_or_sh
 
     whole = images("whole.h5", batch_size=32, noise_seed=5)
     assert whole.tobytes() == images("other_batches.h5", batch_size=7, noise_seed=5).tobytes()
-    parts = [images(f"part{i}.h5", rows=rows, batch_size=32, noise_seed=5) for i, rows in enumerate((slice(0, 64), slice(64, 150)))]
+    parts = [
+        images(f"part{i}.h5", rows=rows, batch_size=32, noise_seed=5)
+        for i, rows in enumerate((slice(0, 64), slice(64, 150)))
+    ]
     assert np.concatenate(parts).tobytes() == whole.tobytes()
     # the seed draws the noise: another seed refines the same images differently
     assert not np.array_equal(images("seed6.h5", batch_size=32, noise_seed=6), whole)
@@ -112,31 +125,46 @@ def test_missing_input_names_the_file(tmp_path, refiner):
         refine_dataset(tmp_path / "nope.h5", tmp_path / "out.h5", refiner, progress=False)
 
 
-def test_refine_settings_read_params_once_for_the_stage_the_shards_and_the_flow(tmp_path, refiner, monkeypatch):
-    """stages/refine.py, stages/refine_sharded.py and the Prefect flow all take their refine
-    arguments from stages.refine.refine_settings; `refine.compile` reaches refine_dataset there."""
-    import sys
-    from pathlib import Path
-
+def _params(tmp_path):
     import yaml
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from simgan.config import ParamsError
-    from simgan.train import save_model
+    params = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "params.yaml"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return params
+
+
+def _stage_module():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # stages/ is run from the root, not installed
     from stages import refine as stage
 
-    params = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "params.yaml"))
-    (tmp_path / "models" / "gaze").mkdir(parents=True)
-    save_model(tmp_path / "models" / "gaze" / "refiner.pt", refiner, refiner_kwargs=dict(channels=8, blocks=2, kernel=3), in_channels=1)
+    return stage
+
+
+def test_refine_settings_read_params_once_for_the_stage_the_shards_and_the_flow(tmp_path, refiner, monkeypatch):
+    """stages/refine.py, `simgan refine` (sharded) and the Prefect flow all take their refine
+    arguments from simgan.refine.refine_settings; `refine.compile` reaches refine_dataset there."""
+    import yaml
+
+    stage = _stage_module()
+    params = _params(tmp_path)
+    save_model(
+        tmp_path / "models" / "gaze" / "refiner.pt",
+        refiner,
+        task="gaze",
+        refiner_kwargs=dict(channels=8, blocks=2, kernel=3),
+        in_channels=1,
+        steps=5,
+    )
 
     def settings(**refine):
         params["refine"].update(refine)
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        return stage.refine_settings("gaze", tmp_path)
+        return refine_settings(Params.load(tmp_path / "params.yaml"), "gaze", tmp_path)
 
     s = settings(compile=False)
     assert s["compile"] is False and s["batch_size"] == params["refine"]["batch_size"]
-    assert s["extra_attrs"]["refined_from"] == "data/gaze/synthetic.h5" and s["dst"] == str(tmp_path / "data/gaze/refined.h5")
+    assert s["extra_attrs"] == {"refiner_steps": 5, "refined_from": "data/gaze/synthetic.h5"}
+    assert s["dst"] == str(tmp_path / "data/gaze/refined.h5")
     assert settings(compile=True)["compile"] is True
     with pytest.raises(ParamsError, match="refine.compile"):
         settings(compile="yes")
@@ -149,5 +177,62 @@ def test_refine_settings_read_params_once_for_the_stage_the_shards_and_the_flow(
     monkeypatch.setattr(stage, "refine_dataset", lambda src, dst, net, **kw: calls.append((src, dst, kw)) or 0)
     settings(compile=True, seed=7)
     stage.main(["gaze"])
-    (src, dst, kw), = calls
-    assert (src, dst) == ("data/gaze/synthetic.h5", "data/gaze/refined.h5") and kw["compile"] is True and kw["noise_seed"] == 7
+    ((src, dst, kw),) = calls
+    assert (
+        (src, dst) == ("data/gaze/synthetic.h5", "data/gaze/refined.h5")
+        and kw["compile"] is True
+        and kw["noise_seed"] == 7
+    )
+
+
+def test_a_refiner_of_another_task_is_refused_naming_the_file_and_both_tasks(tmp_path, refiner, monkeypatch):
+    """A hand refiner copied to models/gaze/refiner.pt used to refine eye images with exit 0."""
+    stage = _stage_module()
+    _params(tmp_path)
+    _gaze_file(tmp_path / "data" / "gaze" / "synthetic.h5", n=8)
+    path = tmp_path / "models" / "gaze" / "refiner.pt"
+    kwargs = dict(refiner_kwargs=dict(channels=8, blocks=2, kernel=3), in_channels=1, steps=5)
+    monkeypatch.chdir(tmp_path)
+    for meta, found in (({"task": "hand"}, "got 'hand'"), ({}, "key missing")):
+        save_model(path, refiner, **meta, **kwargs)
+        with pytest.raises(SimganError) as e:
+            stage.main(["gaze"])
+        assert str(e.value).startswith(str(Path("models/gaze/refiner.pt"))) and "key 'task': expected 'gaze'" in str(
+            e.value
+        ), e.value
+        assert found in str(e.value)
+        with pytest.raises(SimganError, match="key 'task'"):
+            load_refiner(path, "gaze")
+    assert not (tmp_path / "data" / "gaze" / "refined.h5").exists()
+    save_model(path, refiner, task="gaze", **kwargs)
+    stage.main(["gaze"])
+    with open_dataset(tmp_path / "data" / "gaze" / "refined.h5") as ds:
+        assert ds.n == 8 and ds.attrs["refiner_steps"] == 5
+
+
+def test_simgan_refine_runs_the_stage_sharded_on_a_local_cluster(tmp_path, refiner, monkeypatch):
+    """`simgan refine TASK --workers N` (was `python -m stages.refine_sharded`, a module in stages/
+    that no stage of dvc.yaml runs): the same bytes as the refine stage."""
+    from simgan.cli import main as simgan
+
+    stage = _stage_module()
+    _params(tmp_path)
+    _gaze_file(tmp_path / "data" / "gaze" / "synthetic.h5", n=200)
+    save_model(
+        tmp_path / "models" / "gaze" / "refiner.pt",
+        refiner,
+        task="gaze",
+        refiner_kwargs=dict(channels=8, blocks=2, kernel=3),
+        in_channels=1,
+        steps=5,
+    )
+    monkeypatch.chdir(tmp_path)
+    stage.main(["gaze"])
+    whole = open_dataset(tmp_path / "data" / "gaze" / "refined.h5")["images"]
+    assert simgan(["refine", "gaze", "--workers", "1", "--shards", "3"]) == 0
+    with open_dataset(tmp_path / "data" / "gaze" / "refined.h5") as ds:
+        assert ds["images"].tobytes() == whole.tobytes() and "rows" not in ds.attrs
+    # a task without a trained refiner: one line naming the file, exit 2
+    assert simgan(["refine", "nope", "--workers", "1"]) == 2
+    with pytest.raises(SystemExit):
+        simgan(["refine", "gaze", "--workers", "0"])

@@ -42,8 +42,11 @@ def full_gaze() -> dict:
 
 
 def full_hand() -> dict:
-    rows = {f"{src}_{n}x": {"pck5_pct": ms(50.0 + 5 * n + off, 1.0)}
-            for src, off in (("synthetic", 0.0), ("refined", 4.0), ("real", 10.0)) for n in (1, 2, 3)}
+    rows = {
+        f"{src}_{n}x": {"pck5_pct": ms(50.0 + 5 * n + off, 1.0)}
+        for src, off in (("synthetic", 0.0), ("refined", 4.0), ("real", 10.0))
+        for n in (1, 2, 3)
+    }
     rows["constant"] = {"pck5_pct": ms(10.0, 0.0)}
     return {
         "rows": rows,
@@ -59,7 +62,7 @@ def body_rows(md: str) -> list[str]:
     lines = md.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|---"))
     out = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("|"):
             break
         out.append(line)
@@ -78,10 +81,25 @@ def test_format_mean_std():
 
 def test_paper_numbers_are_the_recalled_ones():
     p = report.PAPER
-    assert p["gaze"]["mean_error_deg"] == {"real_1x": 13.9, "knn_synthetic": 9.9, "synthetic_1x": 11.2, "refined_1x": 7.8}
-    assert p["gaze"]["within7_pct"] == {"synthetic_1x": 62.3, "synthetic_4x": 64.9, "refined_1x": 69.4, "refined_4x": 87.2}
-    assert p["hand"]["pck5_pct"] == {"synthetic_1x": 69.7, "refined_1x": 72.4, "real_1x": 74.5,
-                                     "synthetic_3x": 77.7, "refined_3x": 83.3}
+    assert p["gaze"]["mean_error_deg"] == {
+        "real_1x": 13.9,
+        "knn_synthetic": 9.9,
+        "synthetic_1x": 11.2,
+        "refined_1x": 7.8,
+    }
+    assert p["gaze"]["within7_pct"] == {
+        "synthetic_1x": 62.3,
+        "synthetic_4x": 64.9,
+        "refined_1x": 69.4,
+        "refined_4x": 87.2,
+    }
+    assert p["hand"]["pck5_pct"] == {
+        "synthetic_1x": 69.7,
+        "refined_1x": 72.4,
+        "real_1x": 74.5,
+        "synthetic_3x": 77.7,
+        "refined_3x": 83.3,
+    }
     assert p["gaze"]["no_history_buffer_mean_error_deg"] == 12.2
     assert p["label_preservation"]["pupil_shift_px"] == ms(1.1, 0.8)
     assert p["realism"] == {"refined_vs_real_acc_pct": 51.7, "synthetic_vs_real_acc_pct": 81.0}
@@ -91,8 +109,10 @@ def test_gaze_table_complete_in_paper_layout():
     md = report.gaze_table_md(full_gaze())
     rows = body_rows(md)
     assert len(rows) == 10
-    assert md.splitlines()[0] == ("| Training data | Size | Mean error (deg) | Paper (recalled) | Median error (deg) "
-                                  "| Within 7 deg (%) | Paper (recalled) |")
+    assert md.splitlines()[0] == (
+        "| Training data | Size | Mean error (deg) | Paper (recalled) | Median error (deg) "
+        "| Within 7 deg (%) | Paper (recalled) |"
+    )
     # The paper's order: synthetic, then refined, each at 1x then 4x; real after; baselines last.
     assert rows[0] == "| Synthetic | 1x | 14.1 ± 2.0 | 11.2 | 12.0 ± 1.5 | 40.0 ± 3.0 | 62.3 |"
     assert rows[1] == "| Synthetic | 4x | 13.5 ± 1.0 |  | 11.0 ± 1.0 | 42.0 ± 2.0 | 64.9 |"
@@ -109,11 +129,18 @@ def test_gaze_table_complete_in_paper_layout():
 
 
 def test_gaze_table_partial_shows_what_is_present():
-    m = {"rows": {"refined_1x": {"mean_error_deg": ms(9.0, 1.0)},  # no median, no within7
-                  "synthetic_1x": gaze_row((12.0, 1.0), (11.0, 1.0), (40.0, 1.0))}, "seeds": 1}
+    m = {
+        "rows": {
+            "refined_1x": {"mean_error_deg": ms(9.0, 1.0)},  # no median, no within7
+            "synthetic_1x": gaze_row((12.0, 1.0), (11.0, 1.0), (40.0, 1.0)),
+        },
+        "seeds": 1,
+    }
     rows = body_rows(report.gaze_table_md(m))
-    assert rows == ["| Synthetic | 1x | 12.0 ± 1.0 | 11.2 | 11.0 ± 1.0 | 40.0 ± 1.0 | 62.3 |",
-                    "| Refined | 1x | 9.0 ± 1.0 | 7.8 | — | — | 69.4 |"]
+    assert rows == [
+        "| Synthetic | 1x | 12.0 ± 1.0 | 11.2 | 11.0 ± 1.0 | 40.0 ± 1.0 | 62.3 |",
+        "| Refined | 1x | 9.0 ± 1.0 | 7.8 | — | — | 69.4 |",
+    ]
     assert "Over 1 seed." in report.gaze_table_md(m)
     assert report.gaze_table_md({}).startswith("_No gaze rows")
 
@@ -134,8 +161,11 @@ def test_malformed_cell_names_the_key():
 
 def test_hand_table_sizes_and_paper():
     rows = body_rows(report.hand_table_md(full_hand()))
-    assert rows[:3] == ["| Synthetic | 1x | 55.0 ± 1.0 | 69.7 |", "| Synthetic | 2x | 60.0 ± 1.0 |  |",
-                        "| Synthetic | 3x | 65.0 ± 1.0 | 77.7 |"]
+    assert rows[:3] == [
+        "| Synthetic | 1x | 55.0 ± 1.0 | 69.7 |",
+        "| Synthetic | 2x | 60.0 ± 1.0 |  |",
+        "| Synthetic | 3x | 65.0 ± 1.0 | 77.7 |",
+    ]
     assert "| Refined | 3x | 69.0 ± 1.0 | 83.3 |" in rows
     assert "| Real | 1x | 65.0 ± 1.0 | 74.5 |" in rows
     assert rows[-1] == "| Baseline: constant predictor | — | 10.0 ± 0.0 |  |"
@@ -146,10 +176,14 @@ def test_hand_table_sizes_and_paper():
 def test_verdict_gaze_names_better_rows_and_ties():
     text = report.verdict_md(full_gaze(), "gaze")
     # refined_1x 9.5 ± 0.8 vs constant 10.0 ± 1.0: 0.5 <= 1.0, so no result.
-    assert ("Refined (1x) vs the constant predictor: no measurable difference in mean error "
-            "(9.5 ± 0.8 deg vs 10.0 ± 1.0 deg; the difference 0.5 is within the spread 1.0).") in text
-    assert ("Refined (1x) beats synthetic (1x) on mean error: 9.5 ± 0.8 deg vs 14.1 ± 2.0 deg "
-            "(4.6 deg lower, 33% relative; spread 2.0).") in text
+    assert (
+        "Refined (1x) vs the constant predictor: no measurable difference in mean error "
+        "(9.5 ± 0.8 deg vs 10.0 ± 1.0 deg; the difference 0.5 is within the spread 1.0)."
+    ) in text
+    assert (
+        "Refined (1x) beats synthetic (1x) on mean error: 9.5 ± 0.8 deg vs 14.1 ± 2.0 deg "
+        "(4.6 deg lower, 33% relative; spread 2.0)."
+    ) in text
     assert "Refined (1x) does not beat real (1x)" in text
     assert "Refined training beats k-NN on synthetic, synthetic (1x), synthetic (4x)" in text
     assert "It does not beat real (1x), real (4x)." in text
@@ -167,7 +201,10 @@ def test_verdict_summary_names_the_augmented_comparison_row_once():
     assert summary.count("synthetic + augmentation (1x)") == 1
     m["rows"]["refined_aug_1x"] = {"mean_error_deg": ms(7.0, 0.5)}  # now only the augmented pair wins
     summary = report.verdict_md(m, "gaze").split("\n")[0]
-    assert "beats k-NN on synthetic, synthetic (1x), synthetic (4x), synthetic + augmentation (1x) (refined + augmentation)." in summary
+    assert (
+        "beats k-NN on synthetic, synthetic (1x), synthetic (4x), synthetic + augmentation (1x) (refined + augmentation)."
+        in summary
+    )
 
 
 def test_verdict_flips_when_difference_exceeds_spread():
@@ -182,7 +219,9 @@ def test_verdict_flips_when_difference_exceeds_spread():
 
 def test_verdict_hand_higher_is_better_and_absences():
     text = report.verdict_md(full_hand(), "hand")
-    assert "Refined (3x) beats synthetic (3x) on joints within 5 px: 69.0 ± 1.0% vs 65.0 ± 1.0% (4.0 points higher" in text
+    assert (
+        "Refined (3x) beats synthetic (3x) on joints within 5 px: 69.0 ± 1.0% vs 65.0 ± 1.0% (4.0 points higher" in text
+    )
     assert "Refined (1x) does not beat real (1x)" in text
     assert report.verdict_md({"rows": {"synthetic_1x": {"pck5_pct": ms(1, 0)}}}, "hand").startswith("_No refined row")
     with pytest.raises(SimganError, match="unknown task"):
@@ -211,8 +250,15 @@ def test_realism_and_label_preservation_tables():
 
 def test_report_md_assembles_present_tasks():
     md = report.report_md({"gaze": full_gaze(), "hand": full_hand()})
-    order = ["# Results", "## Gaze estimation", "**Verdict (gaze).**", "## Hand pose estimation",
-             "**Verdict (hand).**", "## Realism", "## Label preservation"]
+    order = [
+        "# Results",
+        "## Gaze estimation",
+        "**Verdict (gaze).**",
+        "## Hand pose estimation",
+        "**Verdict (hand).**",
+        "## Realism",
+        "## Label preservation",
+    ]
     positions = [md.index(h) for h in order]
     assert positions == sorted(positions)
     only_gaze = report.report_md({"gaze": full_gaze(), "hand": None}, level=3)

@@ -12,8 +12,26 @@ def run(*argv):
 
 def test_simulate_eyes_and_show(tmp_path, capsys):
     out, png = tmp_path / "eyes.h5", tmp_path / "grid.png"
-    assert run("simulate", "eyes", "--domain", "real", "--n", 20, "--seed", 2, "--out", out,
-               "--workers", 1, "--chunk", 8, "--no-progress") == 0
+    assert (
+        run(
+            "simulate",
+            "eyes",
+            "--domain",
+            "real",
+            "--n",
+            20,
+            "--seed",
+            2,
+            "--out",
+            out,
+            "--workers",
+            1,
+            "--chunk",
+            8,
+            "--no-progress",
+        )
+        == 0
+    )
     with open_dataset(out) as ds:
         assert (ds.task, ds.domain, ds.n, ds.attrs["seed"]) == ("gaze", "real", 20, 2)
     assert run("show", out, "--out", png, "--n", 6, "--seed", 1) == 0
@@ -48,8 +66,10 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
 def test_simulate_hands_and_show(tmp_path):
     hands = pytest.importorskip("simgan.sim.hands")
     out, png = tmp_path / "hands.h5", tmp_path / "hands.png"
-    assert run("simulate", "hands", "--n", 6, "--seed", 0, "--size", 32, "--out", out,
-               "--workers", 1, "--no-progress") == 0
+    assert (
+        run("simulate", "hands", "--n", 6, "--seed", 0, "--size", 32, "--out", out, "--workers", 1, "--no-progress")
+        == 0
+    )
     with open_dataset(out) as ds:
         assert (ds.task, ds.n, ds["depth"].shape) == ("hand", 6, (6, 32, 32))
     assert len(hands.HAND_SKELETON) > 0

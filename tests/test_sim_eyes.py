@@ -12,9 +12,21 @@ def high_contrast(params, iris_grey):
     n = len(p["gaze_pitch"])
     one, zero = np.ones(n), np.zeros(n)
     p.update(
-        skin=one, sclera=one, caruncle=one, ambient=one, iris=one * iris_grey, pupil=zero,
-        skin_ramp=zero, socket_shade=zero, margin_dark=zero, crease_dark=zero,
-        iris_texture=zero, limbus_dark=zero, upper_lid=40 * one, lower_lid=40 * one, half_width=60 * one,
+        skin=one,
+        sclera=one,
+        caruncle=one,
+        ambient=one,
+        iris=one * iris_grey,
+        pupil=zero,
+        skin_ramp=zero,
+        socket_shade=zero,
+        margin_dark=zero,
+        crease_dark=zero,
+        iris_texture=zero,
+        limbus_dark=zero,
+        upper_lid=40 * one,
+        lower_lid=40 * one,
+        half_width=60 * one,
     )
     return p
 

@@ -42,8 +42,8 @@ def test_zbuffer_keeps_nearest_surface_whatever_the_drawing_order():
         pts = np.array([[p for p, _ in order]])  # one "chain" per sphere would add cylinders
         rad = np.array([[r for _, r in order]])
         for k in range(2):  # each sphere is a one-point chain: no cylinder
-            r = rad[:, k:k + 1, None]
-            H.raycast_chains(zbuf, cam, SIZE, pts[:, k:k + 1, None], r, r[..., :0])
+            r = rad[:, k : k + 1, None]
+            H.raycast_chains(zbuf, cam, SIZE, pts[:, k : k + 1, None], r, r[..., :0])
         images.append(zbuf[0])
     expected = _reference_spheres(cam, SIZE, [near[0], far[0]], [near[1], far[1]])
     assert np.array_equal(np.isfinite(images[0]), np.isfinite(expected))
@@ -111,9 +111,12 @@ def _on_axis(poses):
 
 def _rotate_about_camera_axis(poses, angle):
     rz = H._axis_rotation(np.full(len(poses), angle), 2)
-    return H.replace(poses, rotation=rz @ poses.rotation,
-                     translation=np.einsum("bij,bj->bi", rz, poses.translation),
-                     forearm_dir=np.einsum("bij,bj->bi", rz, poses.forearm_dir))
+    return H.replace(
+        poses,
+        rotation=rz @ poses.rotation,
+        translation=np.einsum("bij,bj->bi", rz, poses.translation),
+        forearm_dir=np.einsum("bij,bj->bi", rz, poses.forearm_dir),
+    )
 
 
 def test_rotation_about_the_optical_axis_rotates_joints_and_image():
@@ -170,12 +173,20 @@ def test_same_seed_same_bytes_for_any_worker_count():
     assert a["depth"].tobytes() != c["depth"].tobytes()
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(n=0), "n"), (dict(n=-3), "n"), (dict(n=2.5), "n"),
-    (dict(size=8), "size"), (dict(size=15), "size"),
-    (dict(domain="refined"), "domain"), (dict(seed=-1), "seed"),
-    (dict(workers=0), "workers"), (dict(chunk=0), "chunk"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(n=0), "n"),
+        (dict(n=-3), "n"),
+        (dict(n=2.5), "n"),
+        (dict(size=8), "size"),
+        (dict(size=15), "size"),
+        (dict(domain="refined"), "domain"),
+        (dict(seed=-1), "seed"),
+        (dict(workers=0), "workers"),
+        (dict(chunk=0), "chunk"),
+    ],
+)
 def test_bad_parameters_raise_clear_errors(kwargs, name):
     args = dict(n=4, seed=0, size=32) | kwargs
     with pytest.raises(SimganError, match=rf"^{name}: expected"):
@@ -208,6 +219,7 @@ def test_real_mask_is_the_clean_rendering_and_the_sensor_corrupts_the_hand():
     assert (clean[mask] < 1.0).all()
     # noise near the hand: hand-interior pixels (3x3 all hand) away from holes
     from scipy import ndimage
+
     interior = ndimage.binary_erosion(mask, structure=np.ones((1, 3, 3))) & (depth < 1.0)
     diff = (depth - clean)[interior] * H.HALF_CUBE_MM
     assert 1.5 < np.median(np.abs(diff)) < 15.0  # mm; the forearm may cover some, hence median
@@ -229,6 +241,7 @@ def test_synthetic_hands_are_clean_renders_with_the_forearm_in_view():
     np.testing.assert_array_equal(syn["depth"], H.normalize_depth(full, cam.z_centre))
     np.testing.assert_array_equal(syn["joints"], joints)
     from scipy import ndimage
+
     outside = ~ndimage.binary_dilation(np.isfinite(hand), structure=np.ones((1, 5, 5)))
     per_image = ((syn["depth"] < 1.0) & outside).reshape(n, -1).sum(1)
     assert (per_image > 20).mean() > 0.7
@@ -257,7 +270,7 @@ def test_kinect_flying_pixels_sit_between_foreground_and_background():
     out = H.kinect_sensor(_plate_scene(b, 600.0, 700.0), np.full(b, 128.0), np.random.default_rng(1))
     cols = slice(24, 40)
     edge_rows = np.concatenate([out[:, 19, cols], out[:, 44, cols]])  # wall pixels touching the plate
-    between = lambda v: np.isfinite(v) & (v > 625) & (v < 675)  # noqa: E731
+    between = lambda v: np.isfinite(v) & (v > 625) & (v < 675)
     assert between(edge_rows).mean() > 0.08
     assert between(out[:, 4:12, cols]).mean() < 0.005  # plain wall: noise only
     assert between(out[:, 26:38, cols]).mean() < 0.005  # plate interior
@@ -288,5 +301,10 @@ def test_simulate_to_file_streams_the_same_data(tmp_path):
         np.testing.assert_array_equal(got[key], want[key])
     with fmt.open_dataset(path) as ds:
         attrs = {k: ds.attrs[k] for k in ("task", "domain", "source", "generator_version", "seed")}
-    assert attrs == {"task": "hand", "domain": "real", "source": "embedded-hands",
-                     "generator_version": H.GENERATOR_VERSION, "seed": 4}
+    assert attrs == {
+        "task": "hand",
+        "domain": "real",
+        "source": "embedded-hands",
+        "generator_version": H.GENERATOR_VERSION,
+        "seed": 4,
+    }

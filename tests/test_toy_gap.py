@@ -45,8 +45,17 @@ def test_short_adversarial_run_learns_the_real_texture_and_keeps_the_shapes():
     torch.manual_seed(0)
     refiner = Refiner(channels=16, blocks=2)
     disc = Discriminator(layers=(("conv", 32, 3, 1), ("conv", 32, 3, 1), ("conv", 32, 1, 1)))
-    cfg = TrainConfig(steps=250, pretrain_refiner_steps=50, pretrain_discriminator_steps=20, batch_size=32,
-                      lam=0.2, lr=1e-3, history_size=512, log_every=50, seed=0)
+    cfg = TrainConfig(
+        steps=250,
+        pretrain_refiner_steps=50,
+        pretrain_discriminator_steps=20,
+        batch_size=32,
+        lam=0.2,
+        lr=1e-3,
+        history_size=512,
+        log_every=50,
+        seed=0,
+    )
     SimGANTrainer(refiner, disc, synthetic, real, cfg, progress=False).run()
 
     with torch.no_grad():

@@ -3,25 +3,48 @@ import pickle
 import pytest
 import torch
 
+from simgan.checkpoint import load_checkpoint, load_refiner
 from simgan.io import SimganError
 from simgan.nets import Discriminator, Refiner
-from simgan.train import SimGANTrainer, TrainConfig, TrainingDiverged, build_networks, load_checkpoint
+from simgan.train import SimGANTrainer, TrainConfig, TrainingDiverged, build_networks
 
 SMALL_D = (("conv", 8, 3, 2), ("conv", 8, 1, 1))
 
 
 def _data(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 1, 12, 16), dtype=torch.uint8, generator=g), torch.rand(n, 1, 12, 16, generator=g) * 2 - 1
+    return torch.randint(0, 256, (n, 1, 12, 16), dtype=torch.uint8, generator=g), torch.rand(
+        n, 1, 12, 16, generator=g
+    ) * 2 - 1
 
 
 def _trainer(tmp_path, steps, noise_channels=0, **overrides):
     torch.manual_seed(0)
     syn, real = _data()
-    cfg = TrainConfig(**{**dict(steps=steps, pretrain_refiner_steps=3, pretrain_discriminator_steps=2, batch_size=8,
-                               history_size=16, checkpoint_every=2, log_every=1, seed=3), **overrides})
-    return SimGANTrainer(Refiner(channels=4, blocks=1, noise_channels=noise_channels), Discriminator(layers=SMALL_D), syn, real, cfg,
-                         checkpoint_path=tmp_path / "ckpt.pt", progress=False)
+    cfg = TrainConfig(
+        **{
+            **dict(
+                steps=steps,
+                pretrain_refiner_steps=3,
+                pretrain_discriminator_steps=2,
+                batch_size=8,
+                history_size=16,
+                checkpoint_every=2,
+                log_every=1,
+                seed=3,
+            ),
+            **overrides,
+        }
+    )
+    return SimGANTrainer(
+        Refiner(channels=4, blocks=1, noise_channels=noise_channels),
+        Discriminator(layers=SMALL_D),
+        syn,
+        real,
+        cfg,
+        checkpoint_path=tmp_path / "ckpt.pt",
+        progress=False,
+    )
 
 
 def _weights(module):
@@ -70,7 +93,9 @@ def test_nan_loss_stops_with_last_good_checkpoint_kept(tmp_path):
     good = load_checkpoint(tmp_path / "ckpt.pt")
     with torch.no_grad():
         t.refiner.head.weight.fill_(float("nan"))
-    with pytest.raises(TrainingDiverged, match=r"step 4 \(pretrain_discriminator\): loss_disc = nan.*last good checkpoint kept"):
+    with pytest.raises(
+        TrainingDiverged, match=r"step 4 \(pretrain_discriminator\): loss_disc = nan.*last good checkpoint kept"
+    ):
         t.train_step()
     assert load_checkpoint(tmp_path / "ckpt.pt")["step"] == good["step"] == 4
 
@@ -108,6 +133,29 @@ def test_wrong_shapes_and_empty_sets_are_refused(tmp_path):
         SimGANTrainer(r, d, torch.zeros(0, 1, 12, 16), torch.zeros(4, 1, 12, 16), cfg)
     with pytest.raises(ValueError, match=r"shape C x H x W = \(1, 12, 16\)"):
         SimGANTrainer(r, d, torch.zeros(4, 1, 12, 16), torch.zeros(4, 1, 16, 12), cfg)
+
+
+def test_the_trainer_writes_a_refiner_file_load_refiner_rebuilds(tmp_path):
+    """refiner_kwargs is the trainer's own (a constructor argument), not an attribute a stage
+    attaches after construction; without it no loadable refiner file can be written."""
+    kwargs = dict(channels=4, blocks=1, noise_channels=1)
+    torch.manual_seed(0)
+    syn, real = _data()
+    cfg = TrainConfig(steps=1, pretrain_refiner_steps=1, pretrain_discriminator_steps=1, batch_size=8, history_size=16)
+    t = SimGANTrainer(
+        Refiner(**kwargs), Discriminator(layers=SMALL_D), syn, real, cfg, progress=False, refiner_kwargs=kwargs
+    )
+    t.run()
+    t.save_refiner(tmp_path / "refiner.pt", task="gaze")
+    refiner, state = load_refiner(tmp_path / "refiner.pt", "gaze")
+    assert (state["task"], state["steps"], state["in_channels"], state["refiner_kwargs"]) == ("gaze", 3, 1, kwargs)
+    assert refiner.noise_channels == 1 and not refiner.training
+    assert all(torch.equal(v, t.refiner.state_dict()[k].cpu()) for k, v in refiner.state_dict().items())
+    with pytest.raises(SimganError, match=r"refiner.pt: key 'task': expected 'hand', got 'gaze'"):
+        load_refiner(tmp_path / "refiner.pt", "hand")
+    with pytest.raises(ValueError, match="refiner_kwargs"):
+        _trainer(tmp_path, steps=1).save_refiner(tmp_path / "other.pt", task="gaze")
+    assert not (tmp_path / "other.pt").exists()
 
 
 def test_resume_refuses_a_checkpoint_from_other_params(tmp_path):
@@ -180,17 +228,24 @@ def test_crop_trains_on_windows_of_the_images_and_the_refiner_still_takes_whole_
     # each window is a real window of some image: its pixels occur at that position in the set
     t.generator.manual_seed(5)
     batch = t._batch(syn, 4)
-    full = (syn.float() / 127.5 - 1.0)
+    full = syn.float() / 127.5 - 1.0
     for w in batch:
-        hits = [(n, i, j) for n in range(len(syn)) for i in range(12 - 8 + 1) for j in range(16 - 8 + 1)
-                if torch.equal(full[n, :, i:i + 8, j:j + 8], w.float())]
+        hits = [
+            (n, i, j)
+            for n in range(len(syn))
+            for i in range(12 - 8 + 1)
+            for j in range(16 - 8 + 1)
+            if torch.equal(full[n, :, i : i + 8, j : j + 8], w.float())
+        ]
         assert hits
     t.refiner.eval()
     with torch.no_grad():
         assert t.refiner(full[:2]).shape == (2, 1, 12, 16)
     # crop 0 keeps the whole-image draws; a window larger than the image is refused, naming the key
     assert _trainer(tmp_path / "b", steps=1).train_shape == (1, 12, 16)
-    with pytest.raises(ValueError, match=r"train.crop: expected 0 \(whole images\) or 8..12 \(the images are 12 x 16\), got 13"):
+    with pytest.raises(
+        ValueError, match=r"train.crop: expected 0 \(whole images\) or 8..12 \(the images are 12 x 16\), got 13"
+    ):
         _trainer(tmp_path / "c", steps=1, crop=13)
 
 

@@ -27,9 +27,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterable
+from typing import IO
 
 import yaml
 from tqdm import tqdm
@@ -55,6 +56,7 @@ class Entry:
 
 # ----------------------------------------------------------------------------------------- registry
 
+
 def load_registry(user_registry: str | os.PathLike | None = None) -> dict[str, Entry]:
     """The built-in registry, overridden field by field by `user_registry` (a YAML file)."""
     raw = _read_registry_yaml(BUILTIN_REGISTRY)
@@ -79,7 +81,9 @@ def _read_registry_yaml(path: Path) -> dict[str, dict]:
     for name, fields in data.items():
         unknown = set(fields) - _FIELDS
         if unknown:
-            raise SimganError(f"{path}: entry '{name}' has unknown key(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
+            raise SimganError(
+                f"{path}: entry '{name}' has unknown key(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}"
+            )
     return {str(k): dict(v) for k, v in data.items()}
 
 
@@ -99,10 +103,13 @@ def _entry(name: str, f: dict, src: str) -> Entry:
     extract = f.get("extract") or []
     if not isinstance(extract, list) or not all(isinstance(p, str) for p in extract):
         raise SimganError(f"{src}: entry '{name}': 'extract' must be a list of glob patterns")
-    return Entry(name, url, filename, size, sha.lower() if sha else None, tuple(extract), str(f.get("description") or ""))
+    return Entry(
+        name, url, filename, size, sha.lower() if sha else None, tuple(extract), str(f.get("description") or "")
+    )
 
 
 # ----------------------------------------------------------------------------------------- download
+
 
 class _Interrupted(Exception):
     """A transfer that stopped early; the .part is intact and can be resumed."""
@@ -155,11 +162,15 @@ def download(
 def _check_existing(dest: Path, size: int | None, sha256: str | None) -> None:
     got = dest.stat().st_size
     if size is not None and got != size:
-        raise SimganError(f"{dest}: exists with {got} bytes but the registry expects {size}; delete it to download again")
+        raise SimganError(
+            f"{dest}: exists with {got} bytes but the registry expects {size}; delete it to download again"
+        )
     if sha256 is not None:
         digest = _hash_file(dest, hashlib.sha256()).hexdigest()
         if digest != sha256:
-            raise SimganError(f"{dest}: exists but its sha256 {digest} differs from {sha256}; delete it to download again")
+            raise SimganError(
+                f"{dest}: exists but its sha256 {digest} differs from {sha256}; delete it to download again"
+            )
 
 
 def _set_aside(part: Path) -> Path:
@@ -203,15 +214,23 @@ def _transfer(url: str, part: Path, size: int | None, timeout: float, progress: 
         elif offset:
             m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
             if not m or int(m.group(1)) != offset:
-                raise SimganError(f"{url}: server answered Range {offset}- with Content-Range "
-                                  f"{resp.headers.get('Content-Range')!r}")
+                raise SimganError(
+                    f"{url}: server answered Range {offset}- with Content-Range {resp.headers.get('Content-Range')!r}"
+                )
         length = resp.headers.get("Content-Length")
         expected = offset + int(length) if length is not None else None
         if size is not None and expected is not None and expected != size:
             raise SimganError(f"{url}: server reports {expected} bytes, registry expects {size}")
         got = offset
-        bar = tqdm(total=expected or size, initial=offset, unit="B", unit_scale=True,
-                   desc=part.name[: -len(".part")], disable=not progress, leave=False)
+        bar = tqdm(
+            total=expected or size,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            desc=part.name[: -len(".part")],
+            disable=not progress,
+            leave=False,
+        )
         with open(part, mode) as f, bar:
             while True:
                 try:
@@ -233,6 +252,7 @@ def _transfer(url: str, part: Path, size: int | None, timeout: float, progress: 
 
 
 # ----------------------------------------------------------------------------------------- extract
+
 
 def _unsafe_reason(name: str) -> str | None:
     norm = name.replace("\\", "/")
@@ -298,12 +318,21 @@ def safe_extract(
         reason = _unsafe_reason(name) or (None if kind in ("file", "dir") else kind)
         if reason:
             raise SimganError(f"{archive}: refusing to extract, member {name!r} is unsafe ({reason})")
-    chosen = [(n, s, o) for n, k, s, o in members
-              if k == "file" and (patterns is None or any(fnmatch.fnmatchcase(n, p) for p in patterns))]
+    chosen = [
+        (n, s, o)
+        for n, k, s, o in members
+        if k == "file" and (patterns is None or any(fnmatch.fnmatchcase(n, p) for p in patterns))
+    ]
     root = dest.resolve()
     written = []
-    with tqdm(total=sum(s for _, s, _ in chosen), unit="B", unit_scale=True, desc=f"extract {archive.name}",
-              disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=sum(s for _, s, _ in chosen),
+        unit="B",
+        unit_scale=True,
+        desc=f"extract {archive.name}",
+        disable=not progress,
+        leave=False,
+    ) as bar:
         for name, nbytes, opener in chosen:
             target = dest / PurePosixPath(name.replace("\\", "/"))
             if root not in target.resolve().parents:  # a symlink already inside dest could redirect it
@@ -321,6 +350,7 @@ def safe_extract(
 
 # ----------------------------------------------------------------------------------------- fetch
 
+
 def fetch(
     name: str,
     dest_dir: str | os.PathLike,
@@ -335,7 +365,8 @@ def fetch(
         raise SimganError(f"download: unknown data set '{name}'; known: {', '.join(sorted(registry))}")
     entry = registry[name]
     dest_dir = Path(dest_dir)
-    archive = download(entry.url, dest_dir / entry.filename, size=entry.size, sha256=entry.sha256,
-                       retries=retries, progress=progress)
+    archive = download(
+        entry.url, dest_dir / entry.filename, size=entry.size, sha256=entry.sha256, retries=retries, progress=progress
+    )
     files = safe_extract(archive, dest_dir, entry.extract, progress=progress) if extract and entry.extract else []
     return archive, files

@@ -73,8 +73,10 @@ def export_labels(h5_path: str | os.PathLike, out_parquet: str | os.PathLike) ->
     with open_dataset(h5_path, require_labels=False) as ds:
         keys = [k for k in ds.keys() if k in _LABEL_KEYS or k.startswith(LABELS_GROUP + "/")]
         units = {k: ds.unit(k) for k in keys if k.startswith(LABELS_GROUP + "/")}
-        meta = {b"simgan_attrs": json.dumps({k: str(v) for k, v in ds.attrs.items()}, sort_keys=True).encode(),
-                b"source_file": str(h5_path).encode()}
+        meta = {
+            b"simgan_attrs": json.dumps({k: str(v) for k, v in ds.attrs.items()}, sort_keys=True).encode(),
+            b"source_file": str(h5_path).encode(),
+        }
         # Streamed chunk by chunk: a million UnityEyes rows with 55 landmarks stay small in memory.
         blocks = ds.iter_chunks(keys) if keys else [{}]
         with atomic_path(out_parquet, suffix=".parquet.tmp") as tmp:
@@ -85,8 +87,13 @@ def export_labels(h5_path: str | os.PathLike, out_parquet: str | os.PathLike) ->
                     cols, origin = label_columns(block, start, rows)
                     table = pa.table(cols)
                     if writer is None:
-                        schema = pa.schema([f.with_metadata({b"unit": units[origin[f.name]].encode()})
-                                            if f.name in origin else f for f in table.schema], metadata=meta)
+                        schema = pa.schema(
+                            [
+                                f.with_metadata({b"unit": units[origin[f.name]].encode()}) if f.name in origin else f
+                                for f in table.schema
+                            ],
+                            metadata=meta,
+                        )
                         writer = pq.ParquetWriter(tmp, schema)
                     writer.write_table(table.cast(schema))
                     start += rows

@@ -23,9 +23,9 @@ import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -34,7 +34,9 @@ from simgan import __version__
 from simgan.io import SimganError, atomic_path
 
 FORMAT_VERSION = 1
-TASKS = ("gaze", "hand", "generic")
+# The data kinds a file can hold (attr `task`): the paper's two tasks, and "generic" for a task of
+# the user's own images; each kind has its own image and label keys and its own estimator.
+DATA_KINDS = ("gaze", "hand", "generic")
 DOMAINS = ("synthetic", "real", "refined")
 GAZE_IMAGE_SHAPE = (35, 55)  # (H, W): the paper's crop; several ports transposed it by mistake
 HAND_JOINTS = 14
@@ -86,8 +88,8 @@ _REQUIRED_LABELS = {"gaze": ("gaze",), "hand": ("joints",), "generic": ()}
 
 
 def _check_task(task, where: str) -> str:
-    if task not in TASKS:
-        raise DatasetError(f"{where}: attr 'task': expected one of {list(TASKS)}, got {task!r}")
+    if task not in DATA_KINDS:
+        raise DatasetError(f"{where}: attr 'task': expected one of {list(DATA_KINDS)}, got {task!r}")
     return task
 
 
@@ -127,8 +129,7 @@ def _check_key(where: str, task: str, key: str, dtype, shape, named_sizes: dict[
         ok = np.dtype(dtype).kind in "biuf" and len(shape) in (1, 2) and all(s > 0 for s in shape[1:])
         if not ok:
             raise DatasetError(
-                f"{where}: key '{key}': expected a numeric (N,) or (N, k) label column, "
-                f"got {_shape_str(dtype, shape)}"
+                f"{where}: key '{key}': expected a numeric (N,) or (N, k) label column, got {_shape_str(dtype, shape)}"
             )
     elif key not in specs:
         raise DatasetError(
@@ -169,7 +170,9 @@ def _check_structure(where: str, task: str, meta: Mapping[str, tuple], require_l
     n = meta[img][1][0]
     for key, (dtype, shape) in meta.items():
         if shape[0] != n:
-            raise DatasetError(f"{where}: key '{key}': expected N = {n} rows like '{img}', got {_shape_str(dtype, shape)}")
+            raise DatasetError(
+                f"{where}: key '{key}': expected N = {n} rows like '{img}', got {_shape_str(dtype, shape)}"
+            )
     return int(n)
 
 
@@ -194,7 +197,9 @@ def _check_image_values(where: str, task: str, key: str, values: np.ndarray, row
         bad = ~(np.abs(values) <= 1.0)  # also catches NaN
         if bad.any():
             row = row0 + int(np.argwhere(bad)[0][0])
-            raise DatasetError(f"{where}: key 'depth': expected finite values in [-1, 1], found a violation at row {row}")
+            raise DatasetError(
+                f"{where}: key 'depth': expected finite values in [-1, 1], found a violation at row {row}"
+            )
 
 
 def _check_values(where: str, task: str, key: str, values: np.ndarray, row0: int = 0) -> None:
@@ -208,9 +213,13 @@ def _check_values(where: str, task: str, key: str, values: np.ndarray, row0: int
 def _check_attrs(where: str, attrs: Mapping) -> tuple[str, str]:
     for name in REQUIRED_ATTRS:
         if name not in attrs:
-            raise DatasetError(f"{where}: attr '{name}': missing; expected one of the root attrs {list(REQUIRED_ATTRS)}")
+            raise DatasetError(
+                f"{where}: attr '{name}': missing; expected one of the root attrs {list(REQUIRED_ATTRS)}"
+            )
     if int(attrs["format_version"]) != FORMAT_VERSION:
-        raise DatasetError(f"{where}: attr 'format_version': expected {FORMAT_VERSION}, got {attrs['format_version']!r}")
+        raise DatasetError(
+            f"{where}: attr 'format_version': expected {FORMAT_VERSION}, got {attrs['format_version']!r}"
+        )
     task = _as_str(attrs["task"])
     _check_task(task, where)
     domain = _as_str(attrs["domain"])
@@ -265,7 +274,9 @@ def _wrap_h5_errors(where: str, what: str) -> Iterator[None]:
     except DatasetError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as e:
-        raise DatasetError(f"{where}: {what}: expected a readable HDF5 data set file, got {type(e).__name__}: {e}") from e
+        raise DatasetError(
+            f"{where}: {what}: expected a readable HDF5 data set file, got {type(e).__name__}: {e}"
+        ) from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +337,9 @@ class Dataset:
                 out[key] = ds[start:stop]
         return out
 
-    def iter_chunks(self, keys: Iterable[str] | None = None, rows: slice | None = None) -> Iterator[dict[str, np.ndarray]]:
+    def iter_chunks(
+        self, keys: Iterable[str] | None = None, rows: slice | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Yield dicts of consecutive row blocks aligned to the file's chunks (the last may be short)."""
         keys = self.keys() if keys is None else list(keys)
         start, stop = self._rows(rows)
@@ -352,7 +365,7 @@ class Dataset:
     def close(self) -> None:
         self._h5.close()
 
-    def __enter__(self) -> "Dataset":
+    def __enter__(self) -> Dataset:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -378,7 +391,9 @@ def open_dataset(path: str | os.PathLike, require_labels: bool = True) -> Datase
     return Dataset(path, require_labels=require_labels)
 
 
-def read_arrays(path: str | os.PathLike, keys: Iterable[str] | None = None, require_labels: bool = True) -> dict[str, np.ndarray]:
+def read_arrays(
+    path: str | os.PathLike, keys: Iterable[str] | None = None, require_labels: bool = True
+) -> dict[str, np.ndarray]:
     with open_dataset(path, require_labels=require_labels) as ds:
         return ds.read(keys)
 
@@ -423,9 +438,13 @@ class DatasetWriter:
         self.attrs = _normalize_attrs(self._where, attrs)
         self.task = _as_str(self.attrs["task"])
         if chunk_rows is not None and (not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1):
-            raise DatasetError(f"{self._where}: parameter 'chunk_rows': expected a positive integer or None, got {chunk_rows!r}")
+            raise DatasetError(
+                f"{self._where}: parameter 'chunk_rows': expected a positive integer or None, got {chunk_rows!r}"
+            )
         if compression not in COMPRESSIONS:
-            raise DatasetError(f"{self._where}: parameter 'compression': expected one of {list(COMPRESSIONS)}, got {compression!r}")
+            raise DatasetError(
+                f"{self._where}: parameter 'compression': expected one of {list(COMPRESSIONS)}, got {compression!r}"
+            )
         self.chunk_rows = chunk_rows
         self.compression = compression
         self.require_labels = require_labels
@@ -434,12 +453,16 @@ class DatasetWriter:
         self._atomic = None
         self._h5 = None
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         self._atomic = atomic_path(self.path, suffix=".h5.tmp")
         tmp = self._atomic.__enter__()
         try:
             self._h5 = h5py.File(tmp, "w")
-            for k, v in self.attrs.items():
+            # Attrs in name order, not the caller's dict order: HDF5 keeps them in the object header
+            # in creation order, so the same attrs set in another order made another file (the
+            # sharded refinement's combined file differed from refine_dataset's in 200-odd header
+            # bytes). Same data and attrs -> same bytes, whoever writes them.
+            for k, v in sorted(self.attrs.items()):
                 self._h5.attrs[k] = v
         except BaseException as e:
             self._atomic.__exit__(type(e), e, e.__traceback__)
@@ -461,6 +484,7 @@ class DatasetWriter:
             dtype=arr.dtype,
             chunks=(rows,) + arr.shape[1:],
             compression=self.compression,
+            track_times=False,  # h5py's default today; a creation time in the header would make every write a new file
         )
         if key.startswith(LABELS_GROUP + "/"):
             ds.attrs["unit"] = ""
@@ -507,10 +531,10 @@ class DatasetWriter:
             self._atomic.__exit__(exc_type, exc, tb)  # removes the temp file; `path` untouched
             return
         try:
-            for key, kattrs in self._key_attrs.items():
+            for key, kattrs in sorted(self._key_attrs.items()):
                 if key not in self._h5:
                     raise DatasetError(f"{self._where}: key '{key}': attrs set for a key that was never written")
-                for name, value in kattrs.items():
+                for name, value in sorted(kattrs.items()):
                     self._h5[key].attrs[name] = value
             try:
                 self._h5.flush()
@@ -545,8 +569,10 @@ def _write_error(where: str, e: BaseException) -> DatasetError:
     # HDF5's first line is a timestamp; the OS error it wraps is the part worth reading
     m = re.search(r"errno = (\d+), error message = '([^']*)'", str(e))
     detail = f"[Errno {m[1]}] {m[2]}" if m else (str(e).splitlines() or [type(e).__name__])[0]
-    return DatasetError(f"{where}: cannot write the data set file ({detail}); disk full or file size limit? "
-                        "Any existing file at this path is left unchanged")
+    return DatasetError(
+        f"{where}: cannot write the data set file ({detail}); disk full or file size limit? "
+        "Any existing file at this path is left unchanged"
+    )
 
 
 @contextlib.contextmanager
@@ -576,7 +602,9 @@ def write_dataset(
     with DatasetWriter(path, attrs, chunk_rows=chunk_rows, compression=compression, require_labels=require_labels) as w:
         # Structure first, so a bad key fails before any byte is written.
         task = w.task
-        _check_structure(str(path), task, {k: (np.asarray(v).dtype, np.shape(v)) for k, v in arrays.items()}, require_labels)
+        _check_structure(
+            str(path), task, {k: (np.asarray(v).dtype, np.shape(v)) for k, v in arrays.items()}, require_labels
+        )
         img = image_key(task)
         w.append({k: arrays[k] for k in sorted(arrays, key=lambda k: k != img)})
         for name, unit in (units or {}).items():
@@ -601,33 +629,65 @@ def copy_labels(source: Dataset, writer: DatasetWriter, rows: slice | None = Non
 # Tensors: the networks see N x C x H x W float32 in [-1, 1] (tanh range) for every task.
 
 
+def pixels_to_unit(pixels):
+    """Stored uint8 pixels (torch tensor or numpy array, any shape) -> float32 tensor in [-1, 1]:
+    x / 127.5 - 1, a float32 division then a subtraction. The one definition of the stored scale:
+    the GAN's batches, the refiner's input and the estimators' input all come through here."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(pixels)) if isinstance(pixels, np.ndarray) else pixels
+    if t.dtype != torch.uint8:
+        raise DatasetError(f"pixels_to_unit: parameter 'pixels': expected uint8, got {t.dtype}")
+    return t.to(torch.float32).div_(127.5).sub_(1.0)
+
+
+def unit_to_pixels(values):
+    """Inverse of pixels_to_unit on its range: round((y + 1) * 127.5) clamped to 0..255, as uint8.
+
+    Computed in the input's own dtype and place: a torch tensor gives a uint8 tensor on its device,
+    a numpy array (e.g. float64) a uint8 numpy array."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(values)) if isinstance(values, np.ndarray) else values
+    u8 = torch.round((t + 1.0) * 127.5).clamp_(0, 255).to(torch.uint8)
+    return u8.numpy() if isinstance(values, np.ndarray) else u8
+
+
 def images_to_tensor(array: np.ndarray, task: str):
-    """uint8 images (gaze/generic) -> x / 127.5 - 1; hand depth float32 -> as is; channels first."""
+    """uint8 images (gaze/generic) -> pixels_to_unit; hand depth float32 -> as is; channels first."""
     import torch
 
     _check_task(task, "images_to_tensor")
     array = np.asarray(array)
     if task == "hand":
         if array.dtype != np.float32 or array.ndim != 3:
-            raise DatasetError(f"images_to_tensor: parameter 'array': expected float32 (N, S, S) depth, got {_shape_str(array.dtype, array.shape)}")
+            raise DatasetError(
+                f"images_to_tensor: parameter 'array': expected float32 (N, S, S) depth, got {_shape_str(array.dtype, array.shape)}"
+            )
         return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(1)
     if array.dtype != np.uint8 or array.ndim not in (3, 4):
-        raise DatasetError(f"images_to_tensor: parameter 'array': expected uint8 (N, H, W) or (N, H, W, C), got {_shape_str(array.dtype, array.shape)}")
-    t = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32).div_(127.5).sub_(1.0)
+        raise DatasetError(
+            f"images_to_tensor: parameter 'array': expected uint8 (N, H, W) or (N, H, W, C), got {_shape_str(array.dtype, array.shape)}"
+        )
+    t = pixels_to_unit(array)
     return t.unsqueeze(1) if array.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
 def tensor_to_images(tensor, task: str) -> np.ndarray:
-    """Exact inverse of images_to_tensor on its range: uint8 via round((y + 1) * 127.5) clamped."""
+    """Exact inverse of images_to_tensor on its range: uint8 via unit_to_pixels."""
     import torch
 
     _check_task(task, "tensor_to_images")
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4:
-        raise DatasetError(f"tensor_to_images: parameter 'tensor': expected a N x C x H x W torch tensor, got {type(tensor).__name__} {tuple(getattr(tensor, 'shape', ()))}")
+        raise DatasetError(
+            f"tensor_to_images: parameter 'tensor': expected a N x C x H x W torch tensor, got {type(tensor).__name__} {tuple(getattr(tensor, 'shape', ()))}"
+        )
     t = tensor.detach().to("cpu", torch.float32)
     if task == "hand":
         if t.shape[1] != 1:
-            raise DatasetError(f"tensor_to_images: parameter 'tensor': expected 1 channel for hand depth, got {t.shape[1]}")
+            raise DatasetError(
+                f"tensor_to_images: parameter 'tensor': expected 1 channel for hand depth, got {t.shape[1]}"
+            )
         return t[:, 0].clamp(-1.0, 1.0).numpy().copy()
-    u8 = torch.round((t + 1.0) * 127.5).clamp_(0, 255).to(torch.uint8)
+    u8 = unit_to_pixels(t)
     return (u8[:, 0] if u8.shape[1] == 1 else u8.permute(0, 2, 3, 1)).contiguous().numpy()

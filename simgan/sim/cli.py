@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simgan.io import SimganError, atomic_path
+from simgan.io import SimganError, atomic_path, check_output_path, require_at_least
 
 SIMULATORS = ("eyes", "hands")
 GAZE_ARROW_PX = 25.0  # arrow length for a gaze vector lying in the image plane
@@ -46,18 +46,13 @@ def register(subparsers) -> None:
     show.set_defaults(func=run_show)
 
 
-def _require_positive(name: str, value) -> None:
-    if value is not None and value < 1:
-        raise SimganError(f"parameter '--{name}': expected a positive integer, got {value}")
-
-
 def run_simulate(args: argparse.Namespace) -> int:
     for name in ("n", "workers", "chunk", "size", "supersample"):
-        _require_positive(name, getattr(args, name))
-    if args.seed < 0:
-        raise SimganError(f"parameter '--seed': expected an integer >= 0, got {args.seed}")
+        require_at_least(f"--{name}", getattr(args, name))
+    require_at_least("--seed", args.seed, 0)
     if not args.out.endswith((".h5", ".hdf5")):
         raise SimganError(f"parameter '--out': expected a path ending in .h5, got {args.out!r}")
+    check_output_path(args.out)
     options = {"workers": args.workers, "progress": not args.no_progress}
     if args.chunk is not None:
         options["chunk"] = args.chunk
@@ -73,15 +68,13 @@ def run_simulate(args: argparse.Namespace) -> int:
         if args.supersample is not None:
             raise SimganError("parameter '--supersample': applies to eyes only")
         hands = _hands_module()
-        hands.simulate_hands_to_file(
-            args.out, args.n, args.seed, domain=args.domain, size=args.size or 64, **options
-        )
+        hands.simulate_hands_to_file(args.out, args.n, args.seed, domain=args.domain, size=args.size or 64, **options)
     return 0
 
 
 def _hands_module():
     try:
-        import simgan.sim.hands as hands
+        from simgan.sim import hands
     except ModuleNotFoundError as e:
         if e.name != "simgan.sim.hands":
             raise
@@ -96,13 +89,17 @@ def _hands_module():
 def run_show(args: argparse.Namespace) -> int:
     from simgan.data.format import open_dataset
 
-    _require_positive("n", args.n)
+    require_at_least("--n", args.n)
+    require_at_least("--seed", args.seed, 0)  # numpy takes no negative seed
     if not args.out.endswith(".png"):
         raise SimganError(f"parameter '--out': expected a path ending in .png, got {args.out!r}")
+    check_output_path(args.out)
     with open_dataset(args.file, require_labels=False) as ds:
         rows = np.sort(np.random.default_rng(args.seed).choice(ds.n, size=min(args.n, ds.n), replace=False))
         samples = [ds.read(rows=slice(int(r), int(r) + 1)) for r in rows]
-        title = f"{Path(args.file).name}: task={ds.task} domain={ds.domain} source={ds.attrs.get('source', '')} n={ds.n}"
+        title = (
+            f"{Path(args.file).name}: task={ds.task} domain={ds.domain} source={ds.attrs.get('source', '')} n={ds.n}"
+        )
         render_grid(samples, rows, ds.task, title, args.out)
     return 0
 
@@ -153,8 +150,16 @@ def _draw_eye(ax, sample: dict) -> str:
     g = sample["gaze"][0]
     start = sample["pupil"][0] if "pupil" in sample else np.array([(w - 1) / 2, (h - 1) / 2])
     # Image x right, y down, camera along +z: the gaze's image-plane part is (g_x, g_y) as is.
-    ax.arrow(start[0], start[1], GAZE_ARROW_PX * g[0], GAZE_ARROW_PX * g[1], color="red",
-             width=0.4, head_width=2.0, length_includes_head=True)
+    ax.arrow(
+        start[0],
+        start[1],
+        GAZE_ARROW_PX * g[0],
+        GAZE_ARROW_PX * g[1],
+        color="red",
+        width=0.4,
+        head_width=2.0,
+        length_includes_head=True,
+    )
     if "pupil" in sample:
         ax.plot(*start, "c+", markersize=5)
     pitch, yaw = gaze_angles(g[None])[0]

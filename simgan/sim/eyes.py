@@ -71,7 +71,7 @@ import contextlib
 import functools
 import io
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -278,7 +278,7 @@ def eye_labels(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     n = len(params["gaze_pitch"])
     t_up = np.linspace(-1.0, 1.0, N_UPPER)
     t_low = np.linspace(1.0, -1.0, N_LOWER + 2)[1:-1]
-    col = lambda a: a[:, None]  # noqa: E731
+    col = lambda a: a[:, None]
     tilt = col(params["corner_tilt"])
     v_up = _upper_lid_v(t_up[None], col(geo["upper"]), col(geo["peak_shift"]), tilt, np)
     v_low = _lower_lid_v(t_low[None], col(geo["lower"]), tilt, np)
@@ -293,7 +293,9 @@ def eye_labels(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "gaze": (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32),
         "pupil": np.stack([geo["pupil_x"], geo["pupil_y"]], axis=1).astype(np.float32),
         "landmarks": np.stack([lx, ly], axis=2).astype(np.float32),
-        "head_pose": np.stack([params["head_pitch"], params["head_yaw"], params["head_roll"]], axis=1).astype(np.float32),
+        "head_pose": np.stack([params["head_pitch"], params["head_yaw"], params["head_roll"]], axis=1).astype(
+            np.float32
+        ),
     }
 
 
@@ -413,7 +415,11 @@ def _lid_frame(X, Y, p: dict, geo: dict, torch) -> dict:
     v = dy * geo["cos_roll"] - dx * geo["sin_roll"]
     t = u / geo["half_width"]
     return {
-        "dx": dx, "dy": dy, "u": u, "v": v, "t": t,
+        "dx": dx,
+        "dy": dy,
+        "u": u,
+        "v": v,
+        "t": t,
         "profile": _lid_profile(t, torch),
         "v_up": _upper_lid_v(t, geo["upper"], geo["peak_shift"], p["corner_tilt"], torch),
         "v_low": _lower_lid_v(t, geo["lower"], p["corner_tilt"], torch),
@@ -479,7 +485,10 @@ def _scene(p: dict, geo: dict, rng: np.random.Generator, domain: str, ss: int, w
     import torch.nn.functional as F
 
     x0, y0, win_h, win_w = window
-    x0, y0 = torch.from_numpy(x0.astype(np.float32)).view(-1, 1, 1), torch.from_numpy(y0.astype(np.float32)).view(-1, 1, 1)
+    x0, y0 = (
+        torch.from_numpy(x0.astype(np.float32)).view(-1, 1, 1),
+        torch.from_numpy(y0.astype(np.float32)).view(-1, 1, 1),
+    )
     hs, ws = win_h * ss, win_w * ss
     X = x0 + ((torch.arange(ws, dtype=torch.float32) + 0.5) / ss - 0.5).view(1, 1, ws)
     Y = y0 + ((torch.arange(hs, dtype=torch.float32) + 0.5) / ss - 0.5).view(1, hs, 1)
@@ -597,7 +606,6 @@ def render_eye_batch(
 
     `rng` drives only the per-pixel randomness of the real domain (pores, sensor noise)."""
     import torch
-    import torch.nn.functional as F
 
     _check_domain(domain)
     ss = _check_supersample(supersample)
@@ -613,7 +621,7 @@ def render_eye_batch(
     out = np.empty((n, HEIGHT, WIDTH), np.uint8)
     with torch.no_grad(), _torch_threads(1):
         for s, e in chunk_bounds(n, _SUB_BATCH):
-            as_t = lambda d: {  # noqa: E731
+            as_t = lambda d: {
                 k: torch.from_numpy(np.ascontiguousarray(v[s:e], np.float32)).view(-1, 1, 1)
                 for k, v in d.items()
                 if np.ndim(v) == 1

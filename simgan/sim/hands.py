@@ -56,14 +56,36 @@ from simgan.parallel import concat_chunks, map_chunks
 GENERATOR_VERSION = "hands-2"  # hands-2: the synthetic domain renders the forearm too
 
 JOINT_NAMES = (
-    "pinky_tip", "pinky_mid", "ring_tip", "ring_mid", "middle_tip", "middle_mid",
-    "index_tip", "index_mid", "thumb_tip", "thumb_mid", "thumb_base",
-    "palm_left", "palm_right", "palm_centre",
+    "pinky_tip",
+    "pinky_mid",
+    "ring_tip",
+    "ring_mid",
+    "middle_tip",
+    "middle_mid",
+    "index_tip",
+    "index_mid",
+    "thumb_tip",
+    "thumb_mid",
+    "thumb_base",
+    "palm_left",
+    "palm_right",
+    "palm_centre",
 )
 HAND_SKELETON = [
-    (0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (9, 10),
-    (1, 13), (3, 13), (5, 13), (7, 13), (10, 12),
-    (11, 12), (11, 13), (12, 13),
+    (0, 1),
+    (2, 3),
+    (4, 5),
+    (6, 7),
+    (8, 9),
+    (9, 10),
+    (1, 13),
+    (3, 13),
+    (5, 13),
+    (7, 13),
+    (10, 12),
+    (11, 12),
+    (11, 13),
+    (12, 13),
 ]
 NYU_JOINT_INDICES = (0, 3, 6, 9, 12, 15, 18, 21, 24, 25, 27, 30, 31, 32)
 
@@ -79,29 +101,38 @@ SENSOR_W, SENSOR_H = 640, 480
 
 # ---- hand model (hand frame, mm): x towards the thumb, y towards the fingers, z out of the palm.
 # Finger order: pinky, ring, middle, index, thumb (NYU's F1..F5).
-_FINGER_BASE = np.array([
-    [-26.0, 80.0, 0.0],   # pinky MCP
-    [-9.0, 87.0, 0.0],    # ring MCP
-    [8.0, 90.0, 0.0],     # middle MCP
-    [25.0, 86.0, 0.0],    # index MCP
-    [22.0, 16.0, 4.0],    # thumb CMC (inside the thenar part of the palm)
-], dtype=np.float64)
-_SEGMENT_LENGTH = np.array([
-    [32.0, 18.0, 18.0],
-    [41.0, 26.0, 20.0],
-    [44.0, 27.0, 20.0],
-    [40.0, 23.0, 19.0],
-    [44.0, 31.0, 26.0],   # thumb metacarpal, proximal, distal
-], dtype=np.float64)
+_FINGER_BASE = np.array(
+    [
+        [-26.0, 80.0, 0.0],  # pinky MCP
+        [-9.0, 87.0, 0.0],  # ring MCP
+        [8.0, 90.0, 0.0],  # middle MCP
+        [25.0, 86.0, 0.0],  # index MCP
+        [22.0, 16.0, 4.0],  # thumb CMC (inside the thenar part of the palm)
+    ],
+    dtype=np.float64,
+)
+_SEGMENT_LENGTH = np.array(
+    [
+        [32.0, 18.0, 18.0],
+        [41.0, 26.0, 20.0],
+        [44.0, 27.0, 20.0],
+        [40.0, 23.0, 19.0],
+        [44.0, 31.0, 26.0],  # thumb metacarpal, proximal, distal
+    ],
+    dtype=np.float64,
+)
 # Radius of each segment's capsule; the sphere at a joint takes the larger adjacent radius so the
 # union of capsules is what the spheres + cylinders below draw.
-_SEGMENT_RADIUS = np.array([
-    [8.0, 7.0, 6.0],
-    [9.0, 8.0, 7.0],
-    [9.5, 8.5, 7.5],
-    [9.0, 8.0, 7.0],
-    [12.0, 10.0, 9.0],
-], dtype=np.float64)
+_SEGMENT_RADIUS = np.array(
+    [
+        [8.0, 7.0, 6.0],
+        [9.0, 8.0, 7.0],
+        [9.5, 8.5, 7.5],
+        [9.0, 8.0, 7.0],
+        [12.0, 10.0, 9.0],
+    ],
+    dtype=np.float64,
+)
 _JOINT_RADIUS = np.concatenate([_SEGMENT_RADIUS[:, :1], _SEGMENT_RADIUS], axis=1)  # (5, 4)
 # Rest abduction of each finger in the palm plane (deg, + towards the thumb) and its share of spread.
 _REST_SPREAD_DEG = np.array([-10.0, -4.0, 0.0, 5.0])
@@ -211,8 +242,7 @@ def sample_poses(n: int, rng: np.random.Generator, domain: str = "synthetic") ->
     roll = rng.uniform(-100, 100, n) * deg
     yaw = rng.uniform(-70, 70, n) * deg
     pitch = rng.uniform(-45, 45, n) * deg
-    rotation = (_axis_rotation(roll, 2) @ _axis_rotation(yaw, 1) @ _axis_rotation(pitch, 0)
-                @ _REST_ROTATION)
+    rotation = _axis_rotation(roll, 2) @ _axis_rotation(yaw, 1) @ _axis_rotation(pitch, 0) @ _REST_ROTATION
     scale = rng.uniform(*_SCALE_RANGE, n)
 
     # Place the palm centre at a random depth and somewhere in the central part of the sensor.
@@ -236,13 +266,13 @@ class HandGeometry:
     its base to its tip; nyu: (B, 14, 3) evaluated joints; palm_*: the ellipsoid."""
 
     chains: np.ndarray
-    joint_radius: np.ndarray   # (B, 5, 4)
+    joint_radius: np.ndarray  # (B, 5, 4)
     segment_radius: np.ndarray  # (B, 5, 3)
-    palm_centre: np.ndarray    # (B, 3)
-    palm_axes: np.ndarray      # (B, 3, 3) columns = semi-axis directions
-    palm_semi: np.ndarray      # (B, 3)
+    palm_centre: np.ndarray  # (B, 3)
+    palm_axes: np.ndarray  # (B, 3, 3) columns = semi-axis directions
+    palm_semi: np.ndarray  # (B, 3)
     nyu: np.ndarray
-    forearm: np.ndarray        # (B, 2, 3) wrist end, elbow end
+    forearm: np.ndarray  # (B, 2, 3) wrist end, elbow end
     forearm_radius: np.ndarray  # (B,)
 
 
@@ -270,8 +300,13 @@ def hand_geometry(poses: HandPoses) -> HandGeometry:
     phi = np.cumsum(poses.flexion, axis=-1)  # (B, 5, 3)
     dirs = np.cos(phi)[..., None] * forward[:, :, None] + np.sin(phi)[..., None] * bend[:, :, None]
     steps = dirs * _SEGMENT_LENGTH[None, :, :, None]
-    local = np.concatenate([np.broadcast_to(_FINGER_BASE[None, :, None], (b, 5, 1, 3)),
-                            _FINGER_BASE[None, :, None] + np.cumsum(steps, axis=2)], axis=2)
+    local = np.concatenate(
+        [
+            np.broadcast_to(_FINGER_BASE[None, :, None], (b, 5, 1, 3)),
+            _FINGER_BASE[None, :, None] + np.cumsum(steps, axis=2),
+        ],
+        axis=2,
+    )
 
     s = poses.scale
     rot, tr = poses.rotation, poses.translation
@@ -282,11 +317,14 @@ def hand_geometry(poses: HandPoses) -> HandGeometry:
 
     chains = to_camera(local)
     palm_pts = to_camera(np.broadcast_to(np.concatenate([_WRIST_POINTS, [_PALM_CENTRE]]), (b, 3, 3)))
-    nyu = np.concatenate([
-        chains[:, :4, [3, 1]].reshape(b, 8, 3),  # tip, mid (PIP) for pinky, ring, middle, index
-        chains[:, 4, [3, 2, 1]],                 # thumb tip, IP, MCP
-        palm_pts,
-    ], axis=1)
+    nyu = np.concatenate(
+        [
+            chains[:, :4, [3, 1]].reshape(b, 8, 3),  # tip, mid (PIP) for pinky, ring, middle, index
+            chains[:, 4, [3, 2, 1]],  # thumb tip, IP, MCP
+            palm_pts,
+        ],
+        axis=1,
+    )
     wrist = to_camera(np.broadcast_to(_FOREARM_START, (b, 3)))
     forearm = np.stack([wrist, wrist + poses.forearm_dir * (_FOREARM_LENGTH * s)[:, None]], 1)
     return HandGeometry(
@@ -333,8 +371,12 @@ def crop_camera(nyu_joints: np.ndarray, size: int) -> CropCamera:
     centre = nyu_joints.mean(axis=1)
     focal = size * centre[:, 2] / (2 * HALF_CUBE_MM)
     mid = (size - 1) / 2.0
-    return CropCamera(focal=focal, cu=mid - focal * centre[:, 0] / centre[:, 2],
-                      cv=mid - focal * centre[:, 1] / centre[:, 2], z_centre=centre[:, 2])
+    return CropCamera(
+        focal=focal,
+        cu=mid - focal * centre[:, 0] / centre[:, 2],
+        cv=mid - focal * centre[:, 1] / centre[:, 2],
+        z_centre=centre[:, 2],
+    )
 
 
 # --------------------------------------------------------------------------------- ray cast
@@ -343,7 +385,9 @@ def _cast_spheres(zbuf, dots, centres, radii, x, y, dd, inv_dd):
     Misses give NaN (sqrt of a negative) which np.fmin ignores, sparing a masking pass."""
     for k in range(centres.shape[1]):
         c = centres[:, k]
-        dc = x * c[:, 0, None, None].astype(np.float32) + (y * c[:, 1, None, None] + c[:, 2, None, None]).astype(np.float32)
+        dc = x * c[:, 0, None, None].astype(np.float32) + (y * c[:, 1, None, None] + c[:, 2, None, None]).astype(
+            np.float32
+        )
         dots.append(dc)
         cc = ((c * c).sum(-1) - radii[:, k] ** 2).astype(np.float32)[:, None, None]
         h = dc * dc
@@ -360,8 +404,8 @@ def _cast_cylinders(zbuf, dot_a, dot_b, a, b, radii, dd):
     ba = b - a
     baba = (ba * ba).sum(-1)
     baa = (ba * a).sum(-1)
-    cc = (baba * (a * a).sum(-1) - baa * baa - radii ** 2 * baba)
-    f32 = lambda v: v.astype(np.float32)[:, None, None]  # noqa: E731
+    cc = baba * (a * a).sum(-1) - baa * baa - radii**2 * baba
+    f32 = lambda v: v.astype(np.float32)[:, None, None]
     baba32, baa32, cc32 = f32(baba), f32(baa), f32(cc)
     bard = dot_b - dot_a
     qa = baba32 * dd - bard * bard
@@ -384,8 +428,11 @@ def _cast_ellipsoid(zbuf, centre, axes, semi, x, y):
     |t d' - c'| = 1."""
     m = axes / semi[:, None, :]  # column k = axis_k / semi_k
     cp = np.einsum("bik,bi->bk", m, centre)
-    dp = [x * m[:, 0, k, None, None].astype(np.float32)
-          + (y * m[:, 1, k, None, None] + m[:, 2, k, None, None]).astype(np.float32) for k in range(3)]
+    dp = [
+        x * m[:, 0, k, None, None].astype(np.float32)
+        + (y * m[:, 1, k, None, None] + m[:, 2, k, None, None]).astype(np.float32)
+        for k in range(3)
+    ]
     dd = dp[0] * dp[0] + dp[1] * dp[1] + dp[2] * dp[2]
     dc = dp[0] * cp[:, 0, None, None].astype(np.float32)
     dc += dp[1] * cp[:, 1, None, None].astype(np.float32)
@@ -408,8 +455,9 @@ def raycast_chains(zbuf, cam: CropCamera, size: int, points, joint_radius, segme
             dots: list[np.ndarray] = []
             _cast_spheres(zbuf, dots, points[:, c], joint_radius[:, c], x, y, dd, inv_dd)
             for s in range(points.shape[2] - 1):
-                _cast_cylinders(zbuf, dots[s], dots[s + 1], points[:, c, s], points[:, c, s + 1],
-                                segment_radius[:, c, s], dd)
+                _cast_cylinders(
+                    zbuf, dots[s], dots[s + 1], points[:, c, s], points[:, c, s + 1], segment_radius[:, c, s], dd
+                )
     return zbuf
 
 
@@ -476,8 +524,9 @@ def _smooth_field(rng, b, size, cells=5):
     return interp @ grid @ interp.T
 
 
-def kinect_sensor(z_mm: np.ndarray, focal_px: np.ndarray, rng: np.random.Generator,
-                  centres_px: np.ndarray | None = None) -> np.ndarray:
+def kinect_sensor(
+    z_mm: np.ndarray, focal_px: np.ndarray, rng: np.random.Generator, centres_px: np.ndarray | None = None
+) -> np.ndarray:
     """Corrupt clean depth (B, S, S) in mm as a structured-light (Kinect v1) camera would.
 
     inf in the input is replaced by a wall KINECT_WALL_MM away (so edges against the background have
@@ -579,9 +628,12 @@ def _render_chunk(start: int, stop: int, rng: np.random.Generator, domain: str, 
         return {"depth": normalize_depth(full, cam.z_centre), "joints": joints}
     centres = joints[..., :2].astype(np.float64)
     # Sub-batches keep the sensor's many full-size temporaries in cache.
-    sensed = np.concatenate([
-        kinect_sensor(full[s:s + _SUB_BATCH], cam.focal[s:s + _SUB_BATCH], rng, centres[s:s + _SUB_BATCH])
-        for s in range(0, len(poses), _SUB_BATCH)])
+    sensed = np.concatenate(
+        [
+            kinect_sensor(full[s : s + _SUB_BATCH], cam.focal[s : s + _SUB_BATCH], rng, centres[s : s + _SUB_BATCH])
+            for s in range(0, len(poses), _SUB_BATCH)
+        ]
+    )
     return {
         "depth": normalize_depth(sensed, cam.z_centre),
         "joints": joints,
@@ -599,22 +651,43 @@ def _chunks(n, seed, domain, size, workers, chunk, progress):
             yield arrays
 
 
-def render_hands(n: int, seed: int, domain: str = "synthetic", size: int = 64,
-                 workers: int | None = None, chunk: int = 512, progress: bool = False) -> dict[str, np.ndarray]:
+def render_hands(
+    n: int,
+    seed: int,
+    domain: str = "synthetic",
+    size: int = 64,
+    workers: int | None = None,
+    chunk: int = 512,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """n depth hands in memory: depth (n, S, S) float32 in [-1, 1], joints (n, 14, 3) float32, and
     for domain="real" mask (n, S, S) uint8. Same (seed, n, chunk) -> same bytes for any workers."""
     _check_args(n, seed, domain, size, workers, chunk)
     return concat_chunks(list(_chunks(n, seed, domain, size, workers, chunk, progress)))
 
 
-def simulate_hands_to_file(path, n: int, seed: int, domain: str = "synthetic", size: int = 64,
-                           workers: int | None = None, chunk: int = 512, progress: bool = True) -> None:
+def simulate_hands_to_file(
+    path,
+    n: int,
+    seed: int,
+    domain: str = "synthetic",
+    size: int = 64,
+    workers: int | None = None,
+    chunk: int = 512,
+    progress: bool = True,
+) -> None:
     """Stream n hands into an HDF5 data set (simgan.data.format) chunk by chunk, so memory stays flat."""
     _check_args(n, seed, domain, size, workers, chunk)
     from simgan.data.format import DatasetWriter  # lazily: the renderer works without the format
 
-    attrs = {"format_version": 1, "task": "hand", "domain": domain, "source": "embedded-hands",
-             "generator_version": GENERATOR_VERSION, "seed": int(seed)}
+    attrs = {
+        "format_version": 1,
+        "task": "hand",
+        "domain": domain,
+        "source": "embedded-hands",
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+    }
     with DatasetWriter(path, attrs) as writer:
         for arrays in _chunks(n, seed, domain, size, workers, chunk, progress):
             writer.append(arrays)

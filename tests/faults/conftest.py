@@ -30,9 +30,20 @@ TIMEOUT = 600
 # The sizes the tests' expected messages quote are pinned here, not taken from tiny.yaml.
 FAULT_PROFILE = {
     "data": {"gaze": {"synthetic_n": 1024, "real_n": 256}},
-    "gan": {"gaze": {"train": {"pretrain_refiner_steps": 4, "pretrain_discriminator_steps": 2, "steps": 80,
-                               "batch_size": 8, "history_size": 32, "checkpoint_every": 10, "log_every": 10,
-                               "sample_every": 0}}},
+    "gan": {
+        "gaze": {
+            "train": {
+                "pretrain_refiner_steps": 4,
+                "pretrain_discriminator_steps": 2,
+                "steps": 80,
+                "batch_size": 8,
+                "history_size": 32,
+                "checkpoint_every": 10,
+                "log_every": 10,
+                "sample_every": 0,
+            }
+        }
+    },
 }
 _TRAIN = FAULT_PROFILE["gan"]["gaze"]["train"]
 PRETRAIN_STEPS = _TRAIN["pretrain_refiner_steps"] + _TRAIN["pretrain_discriminator_steps"]
@@ -49,7 +60,9 @@ def env() -> dict:
 
 
 def run(args: list[str], cwd: Path, check: bool = True, timeout: float = TIMEOUT, **kw) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(a) for a in args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout, **kw)
+    r = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout, **kw
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
@@ -98,7 +111,9 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
 def _copy_working_tree(dst: Path) -> None:
     """Tracked and untracked-but-not-ignored files, as a fresh clone plus local edits would have."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     for rel in filter(None, files.decode().split("\0")):
         src = ROOT / rel
         if src.is_file() and not rel.startswith(("data/", "models/", "metrics/", "plots/", "reports/", ".simgan/")):
@@ -164,8 +179,15 @@ def repo(gaze_repo, tmp_path) -> Path:
 
 def spawn(args: list[str], cwd: Path) -> subprocess.Popen:
     """A child in its own process group, so a SIGKILL reaches everything it started."""
-    return subprocess.Popen([str(a) for a in args], cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        [str(a) for a in args],
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -185,7 +207,9 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = TIMEOUT, interv
             return value
         if proc.poll() is not None:
             out, err = proc.communicate()
-            raise AssertionError(f"process ended (exit {proc.returncode}) before the fault could be injected:\n{out[-2000:]}\n{err[-2000:]}")
+            raise AssertionError(
+                f"process ended (exit {proc.returncode}) before the fault could be injected:\n{out[-2000:]}\n{err[-2000:]}"
+            )
         time.sleep(interval)
     kill_group(proc)
     raise AssertionError("timed out waiting for the process to reach the fault point")

@@ -8,7 +8,6 @@ import json
 import math
 import resource
 import signal
-import subprocess
 
 import h5py
 import numpy as np
@@ -34,19 +33,52 @@ def _data(**kw):
 
 # (stage, params edit, what the one error line must contain)
 PARAMS_CASES = {
-    "negative lr": ("pretrain", _train(lr=-0.001), ["params.yaml", "'gan.gaze.train.lr'", "expected a finite number > 0", "-0.001"]),
-    "NaN lr": ("pretrain", _train(lr=math.nan), ["params.yaml", "'gan.gaze.train.lr'", "expected a finite number > 0", "nan"]),
-    "batch larger than the data": ("pretrain", _train(batch_size=300, history_size=600),
-                                   ["params.yaml", "'gan.gaze.train.batch_size'", "expected <= the number of real images (256)", "300"]),
-    "history B < batch b": ("pretrain", _train(history_size=4),
-                            ["params.yaml", "'gan.gaze.train.history_size'", "expected 0 (disabled) or >= batch_size b=8", "4"]),
-    "quoted number": ("pretrain", _train(batch_size="eight"), ["params.yaml", "'gan.gaze.train.batch_size'", "expected int", "'eight'"]),
+    "negative lr": (
+        "pretrain",
+        _train(lr=-0.001),
+        ["params.yaml", "'gan.gaze.train.lr'", "expected a finite number > 0", "-0.001"],
+    ),
+    "NaN lr": (
+        "pretrain",
+        _train(lr=math.nan),
+        ["params.yaml", "'gan.gaze.train.lr'", "expected a finite number > 0", "nan"],
+    ),
+    "batch larger than the data": (
+        "pretrain",
+        _train(batch_size=300, history_size=600),
+        ["params.yaml", "'gan.gaze.train.batch_size'", "expected <= the number of real images (256)", "300"],
+    ),
+    "history B < batch b": (
+        "pretrain",
+        _train(history_size=4),
+        ["params.yaml", "'gan.gaze.train.history_size'", "expected 0 (disabled) or >= batch_size b=8", "4"],
+    ),
+    "quoted number": (
+        "pretrain",
+        _train(batch_size="eight"),
+        ["params.yaml", "'gan.gaze.train.batch_size'", "expected int", "'eight'"],
+    ),
     "bool as text": ("pretrain", _train(bf16="yes please"), ["params.yaml", "'gan.gaze.train.bf16'", "expected bool"]),
-    "misspelt key": ("pretrain", _train(learnin_rate=0.1), ["params.yaml", "'gan.gaze.train.learnin_rate'", "unknown training parameter", "'lr'"]),
-    "unknown source": ("prepare", _data(source="foo"),
-                       ["params.yaml", "'data.gaze.source'", "expected one of ['embedded', 'kaggle', 'unityeyes+mpiigaze', 'folder']", "'foo'"]),
-    "missing path for a non-embedded source": ("prepare", _data(source="kaggle"),
-                                               ["params.yaml", "'data.gaze.kaggle.synthetic'", "expected an existing path", "'data/raw/gaze.h5'"]),
+    "misspelt key": (
+        "pretrain",
+        _train(learnin_rate=0.1),
+        ["params.yaml", "'gan.gaze.train.learnin_rate'", "unknown training parameter", "'lr'"],
+    ),
+    "unknown source": (
+        "prepare",
+        _data(source="foo"),
+        [
+            "params.yaml",
+            "'data.gaze.source'",
+            "expected one of ['embedded', 'kaggle', 'unityeyes+mpiigaze', 'folder']",
+            "'foo'",
+        ],
+    ),
+    "missing path for a non-embedded source": (
+        "prepare",
+        _data(source="kaggle"),
+        ["params.yaml", "'data.gaze.kaggle.synthetic'", "expected an existing path", "'data/raw/gaze.h5'"],
+    ),
 }
 
 
@@ -87,13 +119,23 @@ def _nan_gaze(a):
 
 
 H5_CASES = {
-    "missing image key": (lambda a: a.pop("images"), ["data/gaze/synthetic.h5", "key 'images'", "missing", "expected uint8 (N, 35, 55)"]),
-    "wrong dtype": (lambda a: a.update(images=a["images"].astype(np.float32)),
-                    ["data/gaze/synthetic.h5", "key 'images'", "expected uint8 (N, 35, 55)", "got float32 (1024, 35, 55)"]),
-    "wrong shape": (lambda a: a.update(images=np.ascontiguousarray(a["images"].transpose(0, 2, 1))),
-                    ["data/gaze/synthetic.h5", "key 'images'", "expected uint8 (N, 35, 55)", "got uint8 (1024, 55, 35)"]),
+    "missing image key": (
+        lambda a: a.pop("images"),
+        ["data/gaze/synthetic.h5", "key 'images'", "missing", "expected uint8 (N, 35, 55)"],
+    ),
+    "wrong dtype": (
+        lambda a: a.update(images=a["images"].astype(np.float32)),
+        ["data/gaze/synthetic.h5", "key 'images'", "expected uint8 (N, 35, 55)", "got float32 (1024, 35, 55)"],
+    ),
+    "wrong shape": (
+        lambda a: a.update(images=np.ascontiguousarray(a["images"].transpose(0, 2, 1))),
+        ["data/gaze/synthetic.h5", "key 'images'", "expected uint8 (N, 35, 55)", "got uint8 (1024, 55, 35)"],
+    ),
     "NaN label": (_nan_gaze, ["data/gaze/synthetic.h5", "key 'gaze'", "expected finite values", "at row 3"]),
-    "zero rows": (lambda a: a.update({k: v[:0] for k, v in a.items()}), ["data/gaze/synthetic.h5", "key 'images'", "expected at least one row"]),
+    "zero rows": (
+        lambda a: a.update({k: v[:0] for k, v in a.items()}),
+        ["data/gaze/synthetic.h5", "key 'images'", "expected at least one row"],
+    ),
 }
 
 
@@ -110,7 +152,9 @@ def test_truncated_data_set_file(repo):
     path = repo / "data" / "gaze" / "synthetic.h5"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     kept = snapshot(repo, *OUTPUTS)
-    assert_user_error(stage("pretrain", "gaze", repo), "data/gaze/synthetic.h5", "expected a readable HDF5 data set file")
+    assert_user_error(
+        stage("pretrain", "gaze", repo), "data/gaze/synthetic.h5", "expected a readable HDF5 data set file"
+    )
     assert snapshot(repo, *OUTPUTS) == kept
 
 
@@ -118,7 +162,13 @@ def test_labels_missing_where_labels_are_needed(repo):
     # the GAN takes unlabeled images; the downstream estimator needs the gaze labels
     _rewrite(repo / "data" / "gaze" / "synthetic.h5", lambda a: a.pop("gaze"))
     kept = snapshot(repo, *OUTPUTS)
-    assert_user_error(stage("estimator", "gaze-synthetic-1x", repo), "data/gaze/synthetic.h5", "key 'gaze'", "missing", "float32 (N, 3)")
+    assert_user_error(
+        stage("estimator", "gaze-synthetic-1x", repo),
+        "data/gaze/synthetic.h5",
+        "key 'gaze'",
+        "missing",
+        "float32 (N, 3)",
+    )
     assert snapshot(repo, *OUTPUTS) == kept
 
 
@@ -135,7 +185,9 @@ def test_corrupt_image_in_folder_import(tmp_path):
     run(SIMGAN + ["import", "folder", src, "--out", out, "--size", "35x55", "--workers", "1"], tmp_path)
     before = out.read_bytes()
     (src / "eye3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a PNG signature, then garbage
-    r = run(SIMGAN + ["import", "folder", src, "--out", out, "--size", "35x55", "--workers", "1"], tmp_path, check=False)
+    r = run(
+        SIMGAN + ["import", "folder", src, "--out", out, "--size", "35x55", "--workers", "1"], tmp_path, check=False
+    )
     assert_user_error(r, "eye3.png", "cannot decode image", "--skip-bad")
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eyes.h5", "images"]

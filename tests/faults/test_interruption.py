@@ -4,14 +4,16 @@ and a loss that becomes NaN/inf. Real stage processes in a temporary copy of the
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import signal
 
 import pytest
 import torch
 
+from simgan.checkpoint import load_checkpoint
 from simgan.data.format import open_dataset
 from simgan.io import SimganError
-from simgan.train import load_checkpoint
 
 from .conftest import (
     ADVERSARIAL_STEPS,
@@ -80,6 +82,23 @@ def test_kill_9_during_adversarial_training_resumes_to_identical_weights(trained
     assert "adversarial@gaze" not in dvc(repo, "status", "adversarial@gaze").stdout
 
 
+def test_ctrl_c_during_adversarial_training_is_one_line_and_resumes(repo):
+    """Ctrl-C (SIGINT to the foreground process group) printed a KeyboardInterrupt traceback."""
+    proc = spawn([PYTHON, "-m", "stages.adversarial", "gaze"], repo)
+    wait_for(_CheckpointWatch(repo), proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1] == (
+        "stage adversarial: interrupted; rerun `dvc repro` to resume from the last checkpoint"
+    ), err[-3000:]
+    assert not (repo / "models" / "gaze" / "refiner.pt").exists()
+    temps = [p for d in ("models", "plots", "reports", ".simgan") for p in (repo / d).rglob(".*.*-*")]
+    assert temps == []  # nothing half-written: no temp file of an atomic write
+    out = dvc(repo, "repro", "adversarial@gaze").stdout
+    assert re.search(r"adversarial gaze: resuming \S+ at step \d+", out), out
+
+
 def _refine_temps(repo) -> list:
     return sorted((repo / "data" / "gaze").glob(".refined.h5.*"))
 
@@ -121,7 +140,9 @@ def test_divergence_stops_with_step_and_last_good_checkpoint(repo):
     r = dvc(repo, "repro", "pretrain@gaze", check=False)
     assert r.returncode != 0 and "exited with 2" in r.stderr, r.stderr[-2000:]
     line = next(ln for ln in r.stderr.splitlines() if ln.startswith("stage pretrain: error:"))
-    m = re.search(r"training diverged at step (\d+) \((\w+)\): (\w+) = (nan|inf|-inf); last good checkpoint kept at (\S+)$", line)
+    m = re.search(
+        r"training diverged at step (\d+) \((\w+)\): (\w+) = (nan|inf|-inf); last good checkpoint kept at (\S+)$", line
+    )
     assert m, line
     assert m.group(5) == "models/gaze/pretrained.pt"
     state = load_checkpoint(repo / m.group(5))
@@ -138,6 +159,8 @@ def test_divergence_before_any_checkpoint_says_so(repo):
     (repo / "models" / "gaze" / "pretrained.pt").unlink()  # as `dvc repro` does before rerunning the stage
     kept = snapshot(repo, "data")
     r = stage("pretrain", "gaze", repo)
-    assert_user_error(r, "training diverged at step 1", "= nan", "no checkpoint was written yet", "models/gaze/pretrained.pt")
+    assert_user_error(
+        r, "training diverged at step 1", "= nan", "no checkpoint was written yet", "models/gaze/pretrained.pt"
+    )
     assert not (repo / "models" / "gaze" / "pretrained.pt").exists()
     assert snapshot(repo, "data") == kept

@@ -20,10 +20,10 @@ import pytest
 import torch
 import yaml
 
+from simgan.checkpoint import load_checkpoint, load_refiner
 from simgan.data.download import download, fetch, safe_extract
 from simgan.estimators import load_estimator
 from simgan.io import SimganError
-from simgan.train import load_checkpoint, load_refiner
 
 from .conftest import PYTHON, ROOT, run
 
@@ -60,14 +60,16 @@ def test_every_torch_load_is_weights_only():
     found = []
     for path in _python_files(*CODE_DIRS):
         text = path.read_text()
-        assert not re.search(r"from\s+torch(\.serialization)?\s+import\s+[^\n]*\bload\b", text), f"{path}: import torch.load by name"
+        assert not re.search(r"from\s+torch(\.serialization)?\s+import\s+[^\n]*\bload\b", text), (
+            f"{path}: import torch.load by name"
+        )
         for call in _calls(path):
             if _dotted(call.func) in ("torch.load", "torch.serialization.load"):
                 kw = {k.arg: k.value for k in call.keywords}
                 ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
                 assert ok, f"{path.relative_to(ROOT)}:{call.lineno}: torch.load without weights_only=True"
                 found.append(path.name)
-    assert {"train.py", "estimators.py"} <= set(found)  # the scan sees the real loaders
+    assert {"checkpoint.py", "checkpoints.py"} <= set(found)  # the scan sees the real loaders
 
 
 class _Payload:
@@ -82,8 +84,14 @@ class _Payload:
 
 def _malicious(path: Path, marker: Path, legacy: bool) -> Path:
     # shaped like each loader's file, so only the unpickling itself stands between the payload and a load
-    obj = {"model": {"weight": _Payload(marker)}, "refiner_kwargs": {}, "in_channels": 1, "task": "gaze",
-           "net_kwargs": {}, "version": 1}
+    obj = {
+        "model": {"weight": _Payload(marker)},
+        "refiner_kwargs": {},
+        "in_channels": 1,
+        "task": "gaze",
+        "net_kwargs": {},
+        "version": 1,
+    }
     if legacy:
         path.write_bytes(pickle.dumps(obj, protocol=2))  # torch's own protocol: no warning noise
     else:
@@ -159,7 +167,9 @@ def test_download_is_verified_by_sha256_before_use(served, tmp_path):
 
     registry = tmp_path / "registry.yaml"
     for sha, ok in ((wrong, False), (digest, True)):
-        registry.write_text(yaml.safe_dump({"set": {"url": f"{url}/set.tar", "sha256": sha, "size": len(good), "extract": ["data/*"]}}))
+        registry.write_text(
+            yaml.safe_dump({"set": {"url": f"{url}/set.tar", "sha256": sha, "size": len(good), "extract": ["data/*"]}})
+        )
         out = tmp_path / f"fetch-{ok}"
         if ok:
             fetch("set", out, user_registry=registry, retries=0, progress=False)
@@ -192,11 +202,14 @@ def test_tar_extraction_refuses_unsafe_members(tmp_path, case):
     assert not (tmp_path / "escape.txt").exists() and not Path("/tmp/simgan-faults-abs.txt").exists()
 
 
-@pytest.mark.parametrize("name, reason, mode", [
-    ("../escape.txt", "'..' component", 0o100644),
-    ("/tmp/simgan-faults-abs.txt", "absolute path", 0o100644),
-    ("data/link", "symlink", stat.S_IFLNK | 0o777),
-])
+@pytest.mark.parametrize(
+    "name, reason, mode",
+    [
+        ("../escape.txt", "'..' component", 0o100644),
+        ("/tmp/simgan-faults-abs.txt", "absolute path", 0o100644),
+        ("data/link", "symlink", stat.S_IFLNK | 0o777),
+    ],
+)
 def test_zip_extraction_refuses_unsafe_members(tmp_path, name, reason, mode):
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -220,10 +233,17 @@ def test_no_shell_anywhere():
     for path in _python_files("simgan", "stages", "flows"):
         for call in _calls(path):
             where = f"{path.relative_to(ROOT)}:{call.lineno}"
-            assert _dotted(call.func) not in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"), where
+            assert _dotted(call.func) not in (
+                "os.system",
+                "os.popen",
+                "subprocess.getoutput",
+                "subprocess.getstatusoutput",
+            ), where
             for kw in call.keywords:
                 if kw.arg == "shell":
-                    assert isinstance(kw.value, ast.Constant) and kw.value.value is False, f"{where}: shell={ast.unparse(kw.value)}"
+                    assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (
+                        f"{where}: shell={ast.unparse(kw.value)}"
+                    )
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -236,24 +256,32 @@ def test_nothing_binds_to_all_interfaces():
             if isinstance(node, ast.Constant) and node.value in WILDCARD:
                 pytest.fail(f"{path.relative_to(ROOT)}:{node.lineno}: wildcard address {node.value!r}")
     # commands and settings a user would copy from the docs, the Makefile or a Prefect config
-    texts = sorted((ROOT / "docs").glob("*.md")) + [p for p in (ROOT / "Makefile", ROOT / "README.md", ROOT / "prefect.yaml") if p.exists()]
+    texts = sorted((ROOT / "docs").glob("*.md")) + [
+        p for p in (ROOT / "Makefile", ROOT / "README.md", ROOT / "prefect.yaml") if p.exists()
+    ]
     texts += _python_files("flows")
     for path in texts:
         text = path.read_text()
-        settings = re.findall(r"--host[ =]+([^\s`'\"]+)", text) + re.findall(r"\bhost\s*[=:]\s*['\"]([^'\"]+)['\"]", text)
+        settings = re.findall(r"--host[ =]+([^\s`'\"]+)", text) + re.findall(
+            r"\bhost\s*[=:]\s*['\"]([^'\"]+)['\"]", text
+        )
         settings += [v for _, v in re.findall(r"(PREFECT_\w*HOST)\s*[=:]\s*['\"]?([^\s'\"`]+)", text)]
         for host in settings:
             assert host in LOOPBACK, f"{path.relative_to(ROOT)}: host {host}"
 
 
 def test_services_default_to_loopback():
-    server_code = [p for p in _python_files("flows") if re.search(r"\bserve\(|server|uvicorn|http\.server", p.read_text())]
+    server_code = [
+        p for p in _python_files("flows") if re.search(r"\bserve\(|server|uvicorn|http\.server", p.read_text())
+    ]
     if not server_code:
         pytest.skip("flows/ starts no service yet")
     pytest.importorskip("prefect")
     # in a fresh process from the repository root, with the defaults flows/ sets before Prefect loads:
     # the API server (`prefect server start`, the ephemeral one) and the webserver `serve()` can start
-    probe = ("import flows; from prefect.settings import get_current_settings as s; "
-             "print(s().server.api.host); print(s().runner.server.host)")
+    probe = (
+        "import flows; from prefect.settings import get_current_settings as s; "
+        "print(s().server.api.host); print(s().runner.server.host)"
+    )
     hosts = run([PYTHON, "-c", probe], ROOT).stdout.split()
     assert len(hosts) == 2 and set(hosts) <= LOOPBACK, hosts

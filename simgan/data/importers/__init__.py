@@ -7,15 +7,16 @@ integers. Every importer crops with `crop_resize` and maps its landmarks/joints 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from simgan.io import SimganError, write_text_atomic
 from simgan.parallel import map_chunks
@@ -24,11 +25,18 @@ IMPORTER_VERSION = "1"
 
 
 def base_attrs(task: str, domain: str, source: str, seed: int = -1, **extra) -> dict:
-    return {"task": task, "domain": domain, "source": source, "seed": int(seed),
-            "generator_version": f"simgan.data.importers.{source} v{IMPORTER_VERSION}", **extra}
+    return {
+        "task": task,
+        "domain": domain,
+        "source": source,
+        "seed": int(seed),
+        "generator_version": f"simgan.data.importers.{source} v{IMPORTER_VERSION}",
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------------- gaze conventions
+
 
 def pitchyaw(gaze: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(pitch, yaw) in radians of unit vectors in the MPIIGaze normalized camera frame."""
@@ -41,7 +49,9 @@ def unit_rows(v: np.ndarray, where: str) -> np.ndarray:
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
     bad = ~np.isfinite(norm[..., 0]) | (norm[..., 0] < 1e-6)
     if bad.any():
-        raise SimganError(f"{where}: gaze vector {v[bad][0]!r} (row {int(np.argmax(bad.ravel()))}) is zero or not finite")
+        raise SimganError(
+            f"{where}: gaze vector {v[bad][0]!r} (row {int(np.argmax(bad.ravel()))}) is zero or not finite"
+        )
     return (v / norm).astype(np.float32)
 
 
@@ -77,17 +87,32 @@ def natural_key(s: str):
 
 # --------------------------------------------------------------------------------- images
 
+# What Pillow raises for a file it cannot decode. DecompressionBombError (more than twice
+# Image.MAX_IMAGE_PIXELS, 179M pixels: a 13500x13500 PNG of a few KB) derives from none of the others.
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """An image decoded fully (so truncation is caught here, not later) and upright: its EXIF
+    Orientation tag (phone and camera JPEGs; PNGs may carry one too) applied, as viewers show it,
+    since the pixels' own order is the sensor's. Raises DECODE_ERRORS."""
+    with Image.open(path) as im:
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)
+        yield im
+
+
 def decode_image(path: Path, mode: str | None = None) -> np.ndarray:
-    """Decode fully (so truncation is caught here, not later), optionally converting to `mode`."""
+    """open_image as an array, optionally converted to `mode`."""
     try:
-        with Image.open(path) as im:
-            im.load()
+        with open_image(path) as im:
             if mode is not None and im.mode != mode:
                 im = im.convert(mode)
             return np.asarray(im).copy()
     except FileNotFoundError:
         raise SimganError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except DECODE_ERRORS as e:
         raise SimganError(f"{path}: cannot decode image ({e}); expected a readable image file") from None
 
 
@@ -111,7 +136,7 @@ def crop_resize(img: np.ndarray, box: tuple[int, int, int, int], out_hw: tuple[i
     out = np.full((h, w) + img.shape[2:], fill, dtype=img.dtype)
     sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, img.shape[0]), max(x0, 0), min(x1, img.shape[1])
     if sy1 > sy0 and sx1 > sx0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = img[sy0:sy1, sx0:sx1]
     oh, ow = out_hw
     if (h, w) == (oh, ow):
         return out
@@ -148,6 +173,7 @@ def parse_size(text: str, where: str = "--size") -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------- bad inputs
 
+
 @dataclass
 class BadInputs:
     """Inputs that failed to read; never dropped silently. Without skip_bad they are an error: at
@@ -177,8 +203,9 @@ class BadInputs:
             print("\n".join(lines), file=sys.stderr)
             if not self.skip_bad:
                 where = f" (all listed in {self.report})" if self.report is not None else ""
-                raise SimganError(f"{len(self.items)} bad {what}{where}, first: {self.items[0][1]}; "
-                                  "pass --skip-bad to leave them out")
+                raise SimganError(
+                    f"{len(self.items)} bad {what}{where}, first: {self.items[0][1]}; pass --skip-bad to leave them out"
+                )
 
 
 # --------------------------------------------------------------------------------- parallel work
@@ -211,4 +238,3 @@ def parallel_chunks(
             yield result
     finally:
         _CONTEXT.pop("job", None)
-

@@ -1,13 +1,16 @@
 """A folder of images (+ an optional labels table) -> generic data set.
 
 * Images: every file below the folder with an image extension (IMAGE_EXTS), keyed by its path
-  relative to the folder with '/' separators; other files are ignored. Decoded with Pillow to
-  grayscale ("L") or, with color, RGB; 16-bit grayscale is scaled to 8 bits (v / 257, rounded).
+  relative to the folder with '/' separators; other files are ignored. Decoded with Pillow,
+  turned upright by their EXIF orientation, to grayscale ("L") or, with color, RGB; 16-bit
+  grayscale is scaled to 8 bits (v / 257, rounded).
 * Fitting to H x W: "center" crops the centred window of the target aspect then area-resizes;
   "resize" resizes the whole image (aspect may change); "none" requires the exact size.
 * Labels (CSV or Parquet): a `file` column plus numeric columns, each stored as labels/<column>
   with its dtype unchanged (CSV floats parsed round-trip exact), rows in the table's order. Every
-  image needs a row and every row an image, else an error naming them.
+  image needs a row and every row an image, else an error naming them. Every column must have a
+  name of its own: an unnamed one (the index pandas' to_csv writes unless index=False) is an error,
+  not a label the estimators would learn to predict, and so is a name used twice.
 * Without labels the rows follow the natural order of the file names; the file is unlabeled and
   by default the real domain.
 * Undecodable images are all listed (stderr, optional report) and are an error unless skip_bad.
@@ -15,15 +18,25 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from simgan.data.format import DatasetWriter
-from simgan.data.importers import BadInputs, base_attrs, box_around, crop_resize, natural_key, parallel_chunks
+from simgan.data.importers import (
+    DECODE_ERRORS,
+    BadInputs,
+    base_attrs,
+    box_around,
+    crop_resize,
+    natural_key,
+    open_image,
+    parallel_chunks,
+)
 from simgan.io import SimganError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -56,8 +69,11 @@ def parse_units(text: str | None) -> dict[str, str]:
 
 
 def list_images(root: Path) -> list[str]:
-    files = [p.relative_to(root).as_posix() for p in root.rglob("*")
-             if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not p.name.startswith(".")]
+    files = [
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not p.name.startswith(".")
+    ]
     return sorted(files, key=natural_key)
 
 
@@ -66,6 +82,8 @@ def read_labels(path: Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             df = pd.read_parquet(path)
         elif path.suffix.lower() in (".csv", ".txt"):
+            # the header as written: pandas renames a blank name 'Unnamed: 0' and a second 'x' 'x.1'
+            _check_column_names(path, pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0])
             # pandas >= 3 parses each float to the double nearest its text (as Python's float() does);
             # the tests hold it to that, since labels must survive import bit for bit.
             df = pd.read_csv(path, dtype={"file": str})
@@ -77,8 +95,11 @@ def read_labels(path: Path) -> pd.DataFrame:
         raise SimganError(f"{path}: labels table not found") from None
     except Exception as e:  # pandas/pyarrow raise many types for malformed tables
         raise SimganError(f"{path}: cannot read labels table ({type(e).__name__}: {e})") from None
+    _check_column_names(path, df.columns)
     if "file" not in df.columns:
         raise SimganError(f"{path}: expected a 'file' column naming each image, got columns {list(df.columns)}")
+    if len(df) == 0:
+        raise SimganError(f"{path}: no rows; expected one row per image below the header")
     for col in df.columns:
         if col == "file":
             continue
@@ -95,6 +116,25 @@ def read_labels(path: Path) -> pd.DataFrame:
     if len(dup):
         raise SimganError(f"{path}: column 'file': {len(dup)} file(s) listed twice, e.g. {list(dup[:5])}")
     return df.assign(file=files).reset_index(drop=True)
+
+
+# Names pandas gives a column without one: a blank CSV header cell, an index stored in Parquet.
+_UNNAMED = re.compile(r"Unnamed: \d+|__index_level_\d+__")
+
+
+def _check_column_names(path: Path, names) -> None:
+    names = list(names)
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip() or _UNNAMED.fullmatch(name):
+            hint = " (a pandas index? save the table with index=False)" if i == 0 else ""
+            raise SimganError(
+                f"{path}: column {i + 1} has no name{hint}; expected a name for every column, "
+                f"each a label to learn, got {name!r}"
+            )
+        if names.count(name) > 1:
+            raise SimganError(
+                f"{path}: column {name!r} appears {names.count(name)} times in the header; expected unique names"
+            )
 
 
 def _names(items, limit=5) -> str:
@@ -132,16 +172,19 @@ def _decode_chunk(payload, start: int, stop: int, rng) -> tuple[list, list, list
     for i in range(start, stop):
         path = root / files[i]
         try:
-            with Image.open(path) as im:
-                im.load()
+            with open_image(path) as im:
                 arr = to_uint8(im, cfg.color)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        except DECODE_ERRORS as e:
             bad.append((files[i], f"{path}: cannot decode image ({e})"))
             continue
         box = fit_box(arr.shape[0], arr.shape[1], cfg.size, cfg.crop)
         if box is None:
-            bad.append((files[i], f"{path}: expected {cfg.size[0]}x{cfg.size[1]} with --crop none, "
-                                  f"got {arr.shape[0]}x{arr.shape[1]}"))
+            bad.append(
+                (
+                    files[i],
+                    f"{path}: expected {cfg.size[0]}x{cfg.size[1]} with --crop none, got {arr.shape[0]}x{arr.shape[1]}",
+                )
+            )
             continue
         imgs.append(crop_resize(arr, box, cfg.size))
         rows.append(i)
@@ -164,7 +207,9 @@ def import_folder(src: str | Path, out: str | Path, cfg: FolderConfig) -> int:
         if listed - present:
             raise SimganError(f"{cfg.labels}: labels for images not in {src}: {_names(sorted(listed - present))}")
         if present - listed:
-            raise SimganError(f"{src}: images without a row in {cfg.labels}: {_names(sorted(present - listed, key=natural_key))}")
+            raise SimganError(
+                f"{src}: images without a row in {cfg.labels}: {_names(sorted(present - listed, key=natural_key))}"
+            )
         files = list(table["file"])
         unknown = set(cfg.units) - set(table.columns[table.columns != "file"])
         if unknown:
@@ -174,13 +219,21 @@ def import_folder(src: str | Path, out: str | Path, cfg: FolderConfig) -> int:
         if cfg.units:
             raise SimganError("--units: given without --labels")
     domain = cfg.domain or ("synthetic" if table is not None else "real")
-    attrs = base_attrs("generic", domain, "folder", image_order="labels table" if table is not None else "natural file order",
-                       color=bool(cfg.color), crop=cfg.crop)
+    attrs = base_attrs(
+        "generic",
+        domain,
+        "folder",
+        image_order="labels table" if table is not None else "natural file order",
+        color=bool(cfg.color),
+        crop=cfg.crop,
+    )
     bad = BadInputs(cfg.skip_bad, cfg.report, fail_fast=False)
     columns = [c for c in table.columns if c != "file"] if table is not None else []
     n = 0
     with DatasetWriter(out, attrs, require_labels=False) as w:
-        for imgs, rows, errs in parallel_chunks(_decode_chunk, (src, files, cfg), len(files), 0, cfg.workers, cfg.chunk):
+        for imgs, rows, errs in parallel_chunks(
+            _decode_chunk, (src, files, cfg), len(files), 0, cfg.workers, cfg.chunk
+        ):
             bad.extend(errs)
             if not rows:
                 continue

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from simgan.data.format import DatasetWriter, GAZE_IMAGE_SHAPE
+from simgan.data.format import GAZE_IMAGE_SHAPE, DatasetWriter
 from simgan.data.importers import base_attrs, natural_key, unity_look_to_mpii
 from simgan.io import SimganError
 
@@ -51,27 +51,31 @@ def import_kaggle(src: str | Path, out: str | Path, domain: str | None = None, l
             look = np.asarray(f["look_vec"][()], dtype=np.float64)
             n_all = len(group)
             if look.ndim != 2 or look.shape[1] < 3 or len(look) != n_all:
-                raise SimganError(f"{src}: key 'look_vec': expected ({n_all}, 3 or 4) rows matching key 'image', got {look.shape}")
+                raise SimganError(
+                    f"{src}: key 'look_vec': expected ({n_all}, 3 or 4) rows matching key 'image', got {look.shape}"
+                )
             gaze = unity_look_to_mpii(look[: len(names)], f"{src}: key 'look_vec'")
         elif domain == "synthetic":
             raise SimganError(f"{src}: key 'look_vec' missing; a synthetic file needs gaze labels (use --domain real)")
         attrs = base_attrs("gaze", domain, "kaggle", image_order="natural sort of image/ member names")
         with DatasetWriter(out, attrs, require_labels=gaze is not None) as w:
             for start in range(0, len(names), _BLOCK):
-                block = names[start:start + _BLOCK]
+                block = names[start : start + _BLOCK]
                 imgs = np.empty((len(block),) + GAZE_IMAGE_SHAPE, np.uint8)
                 for j, name in enumerate(block):
                     ds = group[name]
                     if not isinstance(ds, h5py.Dataset) or ds.shape != GAZE_IMAGE_SHAPE or ds.dtype != np.uint8:
                         shape = getattr(ds, "shape", "a group")
-                        raise SimganError(f"{src}: key 'image/{name}': expected uint8 {GAZE_IMAGE_SHAPE}, got "
-                                          f"{getattr(ds, 'dtype', '')} {shape}")
+                        raise SimganError(
+                            f"{src}: key 'image/{name}': expected uint8 {GAZE_IMAGE_SHAPE}, got "
+                            f"{getattr(ds, 'dtype', '')} {shape}"
+                        )
                     try:
                         ds.read_direct(imgs, dest_sel=np.s_[j])
                     except OSError as e:
                         raise SimganError(f"{src}: key 'image/{name}': unreadable ({e})") from None
                 arrays = {"images": imgs}
                 if gaze is not None:
-                    arrays["gaze"] = gaze[start:start + len(block)]
+                    arrays["gaze"] = gaze[start : start + len(block)]
                 w.append(arrays)
     return len(names)

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.io
 from scipy.spatial.transform import Rotation
 
-from simgan.data.format import DatasetWriter, GAZE_IMAGE_SHAPE
+from simgan.data.format import GAZE_IMAGE_SHAPE, DatasetWriter
 from simgan.data.importers import base_attrs, box_around, crop_resize, natural_key, parallel_chunks, unit_rows
 from simgan.io import SimganError
 
@@ -95,7 +95,9 @@ def _side(mat_path: Path, data, side: str) -> dict[str, np.ndarray]:
         raise SimganError(f"{mat_path}: key 'data.{side}': expected fields image, gaze, pose ({e})") from None
     img = img[None] if img.ndim == 2 else img  # squeeze_me drops N when a day has one image
     if img.ndim != 3 or img.shape[1:] != SOURCE_HW or img.dtype != np.uint8:
-        raise SimganError(f"{mat_path}: key 'data.{side}.image': expected uint8 (N, 36, 60), got {img.dtype} {img.shape}")
+        raise SimganError(
+            f"{mat_path}: key 'data.{side}.image': expected uint8 (N, 36, 60), got {img.dtype} {img.shape}"
+        )
     n = img.shape[0]
     if gaze.size != 3 * n or pose.size != 3 * n:
         raise SimganError(f"{mat_path}: key 'data.{side}': gaze/pose rows differ from the {n} images")
@@ -143,15 +145,17 @@ def _day_chunk(payload, start: int, stop: int, rng) -> dict:
             if mirror:
                 img, gaze = img[:, :, ::-1], gaze * np.array([-1.0, 1.0, 1.0])
             k = int(sel.sum())
-            parts.append({
-                "images": np.stack([crop_resize(np.ascontiguousarray(im), box, GAZE_IMAGE_SHAPE) for im in img]),
-                "gaze": unit_rows(gaze, f"{mat_path}: key 'data.{side}.gaze'"),
-                "head_pose": head_pose_deg(sides[side]["pose"][sel], mirror),
-                "labels/person": np.full(k, int(person[1:]), np.int16),
-                "labels/day": np.full(k, int(day[3:]) if day[3:].isdigit() else -1, np.int16),
-                "labels/eye": np.full(k, eye, np.uint8),
-                "_found": [(person, day, f, side) for f in np.array(names, object)[sel]] if names else [],
-            })
+            parts.append(
+                {
+                    "images": np.stack([crop_resize(np.ascontiguousarray(im), box, GAZE_IMAGE_SHAPE) for im in img]),
+                    "gaze": unit_rows(gaze, f"{mat_path}: key 'data.{side}.gaze'"),
+                    "head_pose": head_pose_deg(sides[side]["pose"][sel], mirror),
+                    "labels/person": np.full(k, int(person[1:]), np.int16),
+                    "labels/day": np.full(k, int(day[3:]) if day[3:].isdigit() else -1, np.int16),
+                    "labels/eye": np.full(k, eye, np.uint8),
+                    "_found": [(person, day, f, side) for f in np.array(names, object)[sel]] if names else [],
+                }
+            )
     return parts
 
 
@@ -171,8 +175,16 @@ def import_mpiigaze(src: str | Path, out: str | Path, cfg: MPIIGazeConfig | None
         raise SimganError(f"--persons: {missing} not found under {norm} (have {available})")
     days = [(p, d) for p in persons for d in sorted((norm / p).glob("day*.mat"), key=lambda q: natural_key(q.name))]
     eval_set = read_eval_subset(src, persons) if cfg.subset != "all" else None
-    attrs = base_attrs("gaze", "real", "mpiigaze", subset=cfg.subset, persons=",".join(persons), eyes=cfg.eyes,
-                       mirror_right=bool(cfg.mirror_right), fit=cfg.fit)
+    attrs = base_attrs(
+        "gaze",
+        "real",
+        "mpiigaze",
+        subset=cfg.subset,
+        persons=",".join(persons),
+        eyes=cfg.eyes,
+        mirror_right=bool(cfg.mirror_right),
+        fit=cfg.fit,
+    )
     units = {"labels/person": "id", "labels/day": "id", "labels/eye": "0=left,1=right"}
     n, found = 0, set()
     with DatasetWriter(out, attrs, require_labels=cfg.labels) as w:
@@ -188,8 +200,10 @@ def import_mpiigaze(src: str | Path, out: str | Path, cfg: MPIIGazeConfig | None
             lost = sorted(wanted - found)
             if lost:
                 p, d, f, s = lost[0]
-                raise SimganError(f"{src}: {len(lost)} Evaluation Subset entries have no image, "
-                                  f"e.g. {p} '{d}/{f} {s}' (not in {norm / p / (d + '.mat')} filenames)")
+                raise SimganError(
+                    f"{src}: {len(lost)} Evaluation Subset entries have no image, "
+                    f"e.g. {p} '{d}/{f} {s}' (not in {norm / p / (d + '.mat')} filenames)"
+                )
         if n == 0:
             raise SimganError(f"{src}: no images selected (persons {persons}, subset {cfg.subset}, eyes {cfg.eyes})")
         if cfg.labels:

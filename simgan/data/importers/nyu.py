@@ -26,7 +26,15 @@ import numpy as np
 import scipy.io
 
 from simgan.data.format import DatasetWriter
-from simgan.data.importers import BadInputs, base_attrs, box_around, crop_resize, decode_image, map_points, parallel_chunks
+from simgan.data.importers import (
+    BadInputs,
+    base_attrs,
+    box_around,
+    crop_resize,
+    decode_image,
+    map_points,
+    parallel_chunks,
+)
 from simgan.io import SimganError
 
 EVAL_JOINTS = (0, 3, 6, 9, 12, 15, 18, 21, 24, 25, 27, 30, 31, 32)
@@ -76,7 +84,9 @@ def load_joints(mat_path: Path, camera: int) -> np.ndarray:
     if uvd is None:
         raise SimganError(f"{mat_path}: key 'joint_uvd' missing")
     if uvd.ndim != 4 or uvd.shape[2:] != (36, 3) or not 1 <= camera <= uvd.shape[0]:
-        raise SimganError(f"{mat_path}: key 'joint_uvd': expected [3 cameras, N, 36, 3] with camera {camera}, got {uvd.shape}")
+        raise SimganError(
+            f"{mat_path}: key 'joint_uvd': expected [3 cameras, N, 36, 3] with camera {camera}, got {uvd.shape}"
+        )
     return np.asarray(uvd[camera - 1], dtype=np.float64)
 
 
@@ -109,7 +119,10 @@ def normalize_crop(depth: np.ndarray, valid: np.ndarray, uvd: np.ndarray, box, c
 
 def _frame_chunk(payload, start: int, stop: int, rng) -> tuple[dict, list]:
     folder, uvd_all, frames, cfg = payload
-    out = {dom: {"depth": [], "joints": [], "mask": [], "frame": [], "centre": [], "box": []} for dom in ("synthetic", "real")}
+    out = {
+        dom: {"depth": [], "joints": [], "mask": [], "frame": [], "centre": [], "box": []}
+        for dom in ("synthetic", "real")
+    }
     bad = []
     for i in frames[start:stop]:
         tag = f"{cfg.camera}_{i + 1:07d}.png"
@@ -141,8 +154,9 @@ def _frame_chunk(payload, start: int, stop: int, rng) -> tuple[dict, list]:
     return out, bad
 
 
-def import_nyu(src: str | Path, out_synthetic: str | Path | None, out_real: str | Path | None,
-               cfg: NYUConfig | None = None) -> int:
+def import_nyu(
+    src: str | Path, out_synthetic: str | Path | None, out_real: str | Path | None, cfg: NYUConfig | None = None
+) -> int:
     """Write the synthetic and/or real hand data sets of one split; returns frames written."""
     cfg = cfg or NYUConfig()
     if out_synthetic is None and out_real is None:
@@ -150,29 +164,44 @@ def import_nyu(src: str | Path, out_synthetic: str | Path | None, out_real: str 
     if cfg.split not in ("train", "test"):
         raise SimganError(f"--split: expected train or test, got {cfg.split!r}")
     if cfg.size < 8 or cfg.half_range_mm <= 0 or cfg.pad < 0:
-        raise SimganError(f"nyu: expected size >= 8, half_range_mm > 0, pad >= 0; got {cfg.size}, {cfg.half_range_mm}, {cfg.pad}")
+        raise SimganError(
+            f"nyu: expected size >= 8, half_range_mm > 0, pad >= 0; got {cfg.size}, {cfg.half_range_mm}, {cfg.pad}"
+        )
     folder = find_split(Path(src), cfg.split)
     uvd = load_joints(folder / "joint_data.mat", cfg.camera)
     frames = list(range(len(uvd)))[: cfg.limit]
     bad = BadInputs(cfg.skip_bad, cfg.report)
-    common = dict(split=cfg.split, camera=cfg.camera, half_range_mm=float(cfg.half_range_mm), pad=float(cfg.pad),
-                  joint_indices=",".join(map(str, EVAL_JOINTS)))
+    common = dict(
+        split=cfg.split,
+        camera=cfg.camera,
+        half_range_mm=float(cfg.half_range_mm),
+        pad=float(cfg.pad),
+        joint_indices=",".join(map(str, EVAL_JOINTS)),
+    )
     targets = [(dom, path) for dom, path in (("synthetic", out_synthetic), ("real", out_real)) if path is not None]
     n = 0
     # ExitStack: if one writer fails (even while validating on close) the other's temp file goes too.
     with contextlib.ExitStack() as stack:
-        writers = {dom: stack.enter_context(DatasetWriter(path, base_attrs("hand", dom, "nyu", **common)))
-                   for dom, path in targets}
+        writers = {
+            dom: stack.enter_context(DatasetWriter(path, base_attrs("hand", dom, "nyu", **common)))
+            for dom, path in targets
+        }
         payload = (folder, uvd, frames, cfg)
         for res, errs in parallel_chunks(_frame_chunk, payload, len(frames), 0, cfg.workers, cfg.chunk):
             bad.extend(errs)
             for dom, w in writers.items():
                 o = res[dom]
                 if o["frame"]:
-                    w.append({"depth": np.stack(o["depth"]), "joints": np.stack(o["joints"]), "mask": np.stack(o["mask"]),
-                              "labels/frame": np.array(o["frame"], np.int32),
-                              "labels/d_centre_mm": np.array(o["centre"], np.float32),
-                              "labels/crop_box": np.array(o["box"], np.int32)})
+                    w.append(
+                        {
+                            "depth": np.stack(o["depth"]),
+                            "joints": np.stack(o["joints"]),
+                            "mask": np.stack(o["mask"]),
+                            "labels/frame": np.array(o["frame"], np.int32),
+                            "labels/d_centre_mm": np.array(o["centre"], np.float32),
+                            "labels/crop_box": np.array(o["box"], np.int32),
+                        }
+                    )
             n += len(res["synthetic"]["frame"])
         if n == 0:
             raise SimganError(f"{folder}: no usable frames")

@@ -26,9 +26,20 @@ from pathlib import Path
 
 import numpy as np
 
-from simgan.data.format import DatasetWriter, GAZE_IMAGE_SHAPE, open_dataset
-from simgan.data.importers import (BadInputs, base_attrs, box_around, crop_resize, decode_image, map_points,
-                                   natural_key, parallel_chunks, parse_tuple, pitchyaw, unity_look_to_mpii)
+from simgan.data.format import GAZE_IMAGE_SHAPE, DatasetWriter, open_dataset
+from simgan.data.importers import (
+    BadInputs,
+    base_attrs,
+    box_around,
+    crop_resize,
+    decode_image,
+    map_points,
+    natural_key,
+    parallel_chunks,
+    parse_tuple,
+    pitchyaw,
+    unity_look_to_mpii,
+)
 from simgan.io import SimganError
 
 LANDMARK_KEYS = ("interior_margin_2d", "caruncle_2d", "iris_2d")
@@ -141,8 +152,11 @@ def _resample(gaze: np.ndarray, cfg: UnityEyesConfig) -> np.ndarray:
         target, _, _ = np.histogram2d(tp, ty, [edges_p, edges_y])
         lost = 1.0 - target[src > 0].sum() / max(1.0, float(len(tp)))
         if lost > 0:
-            print(f"unityeyes: {lost:.1%} of the target's gaze falls where the renders have none; "
-                  "that part of the histogram cannot be matched", file=sys.stderr)
+            print(
+                f"unityeyes: {lost:.1%} of the target's gaze falls where the renders have none; "
+                "that part of the histogram cannot be matched",
+                file=sys.stderr,
+            )
         target = np.where(src > 0, target, 0.0)
         if target.sum() == 0:
             raise SimganError(f"{cfg.resample}: its gaze range does not overlap the renders' at all")
@@ -171,8 +185,11 @@ def import_unityeyes(src: str | Path, out: str | Path, cfg: UnityEyesConfig | No
     consistent = []
     for p, rec in items:
         if any(len(rec[k]) != counts[k] for k in LANDMARK_KEYS):
-            bad.add(str(p), f"{p}: landmark counts {[len(rec[k]) for k in LANDMARK_KEYS]} differ from the "
-                            f"first render's {list(counts.values())} for {list(LANDMARK_KEYS)}")
+            bad.add(
+                str(p),
+                f"{p}: landmark counts {[len(rec[k]) for k in LANDMARK_KEYS]} differ from the "
+                f"first render's {list(counts.values())} for {list(LANDMARK_KEYS)}",
+            )
         else:
             consistent.append((p, rec))
     items = consistent
@@ -192,9 +209,15 @@ def import_unityeyes(src: str | Path, out: str | Path, cfg: UnityEyesConfig | No
     for k in LANDMARK_KEYS:
         layout.append(f"{k}:{k0}-{k0 + counts[k] - 1}")
         k0 += counts[k]
-    attrs = base_attrs("gaze", "synthetic", "unityeyes", cfg.seed if cfg.resample else -1,
-                       landmark_layout=",".join(layout), crop_scale=float(cfg.crop_scale),
-                       resample=str(cfg.resample or "none"))
+    attrs = base_attrs(
+        "gaze",
+        "synthetic",
+        "unityeyes",
+        cfg.seed if cfg.resample else -1,
+        landmark_layout=",".join(layout),
+        crop_scale=float(cfg.crop_scale),
+        resample=str(cfg.resample or "none"),
+    )
     n = 0
     with DatasetWriter(out, attrs) as w:
         for res, errs in parallel_chunks(_crop_chunk, (items, cfg.crop_scale), len(items), 0, cfg.workers, cfg.chunk):
@@ -202,11 +225,15 @@ def import_unityeyes(src: str | Path, out: str | Path, cfg: UnityEyesConfig | No
             rows = res.pop("keep")
             if not rows:
                 continue
-            w.append({"images": np.stack(res["images"]),
-                      "gaze": gaze[rows],
-                      "pupil": np.stack(res["pupil"]).astype(np.float32),
-                      "landmarks": np.stack(res["landmarks"]),
-                      "head_pose": np.stack([items[i][1]["head_pose"] for i in rows]).astype(np.float32)})
+            w.append(
+                {
+                    "images": np.stack(res["images"]),
+                    "gaze": gaze[rows],
+                    "pupil": np.stack(res["pupil"]).astype(np.float32),
+                    "landmarks": np.stack(res["landmarks"]),
+                    "head_pose": np.stack([items[i][1]["head_pose"] for i in rows]).astype(np.float32),
+                }
+            )
             n += len(rows)
         if n == 0:
             raise SimganError(f"{src}: every image failed to decode")

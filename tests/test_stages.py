@@ -1,0 +1,113 @@
+"""stages/common.py, what every stage shares: the params every stage reads (tasks, seeds) and
+run_stage's handling of errors and Ctrl-C, in real stage processes where it matters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simgan.config import Params, ParamsError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # stages/ is run as `python -m stages...` from the root, not installed
+from stages.common import check_task, pipeline_tasks, seeds_param
+
+
+def _env() -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("SIMGAN_DEBUG", None)  # the one-line contract is what is under test
+    return env
+
+
+@pytest.mark.parametrize(
+    "seeds, expected",
+    [
+        ([0, 0, 0], r"expected distinct seeds, got \[0, 0, 0\] \(0 repeated\)"),
+        ([0, 1, 1], r"expected distinct seeds.*\(1 repeated\)"),
+        ([0, 1.5], "expected a non-empty list of integers"),
+        ([True, 1], "expected a non-empty list of integers"),
+        ([], "expected a non-empty list of integers"),
+        ("0 1 2", "expected list"),
+    ],
+)
+def test_seeds_must_be_distinct_integers(seeds, expected):
+    """`seeds: [0, 0, 0]` used to be reported as "3 seeds" with a std of 0."""
+    with pytest.raises(ParamsError, match=r"^params.yaml: key 'seeds': " + expected):
+        seeds_param(Params({"seeds": seeds}, "params.yaml"))
+    assert seeds_param(Params({"seeds": [2, 0, 1]}, "params.yaml")) == [2, 0, 1]
+
+
+def test_every_stage_checks_every_task_name_and_tasks_must_not_be_empty(tmp_path):
+    """A task named '../evil' got DVC's "Parameters 'data.../evil' are missing" (DVC runs no
+    project code before a stage); now the first stage that runs, gaze's too, names the key.
+    `tasks: {}` failed on a missing data file."""
+    evil = Params({"tasks": {"gaze": {}, "../evil": {}}}, "params.yaml")
+    with pytest.raises(ParamsError, match=r"^params.yaml: key 'tasks.../evil': expected a task name of letters"):
+        check_task("gaze", evil)
+    with pytest.raises(ParamsError, match=r"^params.yaml: key 'tasks': expected at least one task, got \{\}$"):
+        pipeline_tasks(Params({"tasks": {}}, "params.yaml"))
+    (tmp_path / "params.yaml").write_text("tasks: {}\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "gaze"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (r.returncode, r.stderr) == (
+        2,
+        "stage evaluate: error: params.yaml: key 'tasks': expected at least one task, got {}\n",
+    )
+
+
+STAGE = """
+import sys
+import time
+
+from simgan.io import atomic_path
+from stages.common import run_stage
+
+
+def main(argv):
+    with atomic_path("out.txt") as tmp:
+        tmp.write_text("half of it")
+        print("writing", flush=True)
+        # short sleeps, as a stage's compute loop: a signal that lands on one of torch's threads
+        # interrupts no long sleep of the main thread, which sees it when the sleep ends
+        for _ in range(2400):
+            time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    run_stage(main, resumes=sys.argv[1:] == ["resumes"])
+"""
+
+
+@pytest.mark.parametrize("resumes, then", [(False, "run it again"), (True, "resume from the last checkpoint")])
+def test_ctrl_c_is_one_line_exit_130_and_no_output(tmp_path, resumes, then):
+    """Ctrl-C during a stage printed a KeyboardInterrupt traceback. The stage here is a real
+    process under run_stage, interrupted with SIGINT (what a terminal sends) while it writes."""
+    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "writer.py").write_text(STAGE)
+    proc = subprocess.Popen(
+        [sys.executable, "writer.py", *(["resumes"] if resumes else [])],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "writing\n"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (130, f"stage writer: interrupted; rerun `dvc repro` to {then}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "writer.py"]  # no output, no temp file
