@@ -5,12 +5,19 @@ status query asks DVC which stages changed; the selected stages that changed, an
 downstream of them, run one at a time as `dvc repro --single-item <stage>` in an order where
 each follows its inputs. They run one at a time because `dvc repro` holds a repo-wide lock: two
 stages at once would fail on it. A lock held by someone else (another `dvc` in the same
-checkout) fails the task and its retries, with exponential back-off, try again.
+checkout), when the flow starts or while it runs, fails the status query or the stage task, and
+its retries, with exponential back-off, try again.
 
-Every stage that runs is a task run, named like the stage, whose result holds its output hashes
-from dvc.lock (one task, `dvc-up-to-date`, records the stages DVC found up to date); at the end the flow publishes artifacts: the results table
-(reports/results.md), a table of every metric, the figures' paths, the stage table and the
-metric diff against the previous commit (`simgan compare HEAD~1`).
+Every stage is a task run named like the stage, whose result holds its output hashes from
+dvc.lock: a `dvc-stage` task that runs it, or a `dvc-up-to-date` task that records that DVC found it
+up to date. At the end the flow publishes artifacts: the results table (reports/results.md), a
+table of every metric, the figures' paths, the stage table and the metric diff against the
+previous commit (`simgan compare HEAD~1`).
+
+A flow run whose process dies (kill -9, out of memory) or is cancelled cannot end its own task
+runs. Its hooks (`on_crashed`, `on_cancellation`), which the serve process or worker runs once it
+sees the process gone, stop the `dvc` commands the run left behind and end every unfinished task
+run as Crashed (or Cancelled), so that none stays Running.
 
 Params overrides (`params={"refine.batch_size": 128}`) go through `dvc exp run -S`: DVC writes
 them into params.yaml, runs the selected stages and records the run as an experiment
@@ -34,7 +41,7 @@ from typing import Any
 
 import flows  # noqa: F401  (offline settings before Prefect loads)
 import yaml
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
@@ -44,6 +51,9 @@ from flows.dvc_graph import Graph, load_graph, lock_outs
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
 REFINE_PREFIX = "refine@"
+# Set in the environment of every command a flow run starts, so that its hooks can find and stop
+# them once the flow-run process is gone (_stop_commands).
+FLOW_RUN_ENV = "SIMGAN_FLOW_RUN_ID"
 
 
 def _env() -> dict:
@@ -51,6 +61,8 @@ def _env() -> dict:
     # stage commands are `python -m stages...`: the interpreter running this flow must be first
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.update(DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+    if runtime.flow_run.id:
+        env[FLOW_RUN_ENV] = str(runtime.flow_run.id)
     return env
 
 
@@ -92,10 +104,25 @@ def run_stage(stage: str, repo: str, force: bool = False) -> dict:
     return _results(root, [stage], "ran", seconds)[0]
 
 
-@task(name="dvc-up-to-date", cache_policy=NO_CACHE)
-def up_to_date(repo: str, stages: list[str]) -> list[dict]:
-    """The stages DVC found up to date, with their output hashes from dvc.lock."""
-    return _results(Path(repo), stages, "up to date")
+@task(name="dvc-up-to-date", task_run_name="{stage}", cache_policy=NO_CACHE)
+def up_to_date(stage: str, outs: dict[str, str]) -> dict:
+    """A stage DVC found up to date: nothing runs; its output hashes from dvc.lock."""
+    return {"stage": stage, "status": "up to date", "seconds": 0.0, "outs": outs}
+
+
+def _lock_held(task, task_run, state) -> bool:
+    """Retry only while another DVC process holds the repository's lock; any other error stands."""
+    from dvc.lock import LockError
+
+    return isinstance(state.result(raise_on_failure=False), LockError)
+
+
+@task(name="dvc-status", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10),
+      retry_condition_fn=_lock_held)
+def dvc_status(repo: str, status: bool) -> tuple[Graph, set[str]]:
+    """The graph of dvc.yaml and, with `status`, the stages DVC finds changed. `dvc status` takes
+    the repository's lock (DVC gives up after 3 s), so another `dvc` running here fails it."""
+    return load_graph(repo, status=status)
 
 
 @task(name="dvc-commit", task_run_name="commit {stage}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
@@ -127,9 +154,10 @@ def refine_shard_task(stage: str, src: str, shard_path: str, refiner: str, start
 def refine_on_dask(stage: str, repo: str, shards: int | None, threads: int | None) -> int:
     """The refine stage's output computed shard by shard on the flow's Dask task runner."""
     from simgan.distributed import combine_shards, shard_dir, shard_jobs
-    from stages.refine import refine_settings
+    from simgan.config import Params
+    from simgan.refine import refine_settings
 
-    s = refine_settings(stage.removeprefix(REFINE_PREFIX), repo)
+    s = refine_settings(Params.load(Path(repo) / "params.yaml"), stage.removeprefix(REFINE_PREFIX), repo)
     src, dst, refiner = s.pop("src"), s.pop("dst"), s.pop("refiner")
     with shard_dir(dst) as folder:
         jobs = shard_jobs(src, dst, shards or 8, folder)
@@ -206,7 +234,81 @@ def compare(repo: str, rev: str) -> str:
     return f"`simgan compare {rev}` gave no report (exit {r.returncode}):\n\n```\n{r.stderr.strip()[-2000:]}\n```"
 
 
-@flow(name="simgan", log_prints=True)
+def _stop_commands(flow_run_id: str, grace_s: float = 10.0) -> list[int]:
+    """SIGTERM, then after `grace_s` SIGKILL, the process group of every command the flow run
+    started (its environment holds FLOW_RUN_ENV; Linux /proc), so no `dvc repro` keeps running,
+    and holding DVC's lock, for a run that has ended. Returns the process groups signalled."""
+    marker = f"{FLOW_RUN_ENV}={flow_run_id}".encode()
+    groups = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                groups.add(os.getpgid(int(proc.name)))
+        except (OSError, ValueError):  # gone, or not ours to read
+            continue
+    groups.discard(os.getpgrp())  # run in the flow-run process itself: its commands only
+    found, deadline = sorted(groups), time.monotonic() + grace_s
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = set()
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+                alive.add(group)
+            except ProcessLookupError:
+                pass
+        while sig == signal.SIGTERM and alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = {g for g in alive if _group_alive(g)}
+        groups = alive
+    return found
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def end_unfinished_runs(flow, flow_run, state) -> None:
+    """on_crashed / on_cancellation hook: stop the run's commands, then end every task run of this
+    flow run and of its subflow runs (the Dask refinement) that is not final, as Crashed or
+    Cancelled like the flow run. Prefect itself leaves them Running when the process died."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import TERMINAL_STATES, StateType
+    from prefect.logging.loggers import flow_run_logger
+    from prefect.states import Cancelled, Crashed
+
+    stopped = _stop_commands(str(flow_run.id))
+    end = Cancelled if state.is_cancelling() or state.is_cancelled() else Crashed
+    message = f"flow run {flow_run.name} ended {state.name}: {state.message or 'no message'}"
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id])))
+        for child in children:
+            if not child.state or not child.state.is_final():
+                client.set_flow_run_state(child.id, end(message=message), force=True)
+        unfinished = [t for t in StateType if t not in TERMINAL_STATES]
+        ended = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id, *(c.id for c in children)])),
+            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))))
+        for r in ended:
+            client.set_task_run_state(r.id, end(message=message), force=True)
+    flow_run_logger(flow_run, flow).info(
+        "%s: ended %d unfinished task runs as %s%s", state.name, len(ended), end.__name__,
+        f"; stopped the process groups {stopped} of its commands" if stopped else "")
+
+
+@flow(name="simgan", log_prints=True, on_crashed=[end_unfinished_runs], on_cancellation=[end_unfinished_runs])
 def simgan(
     task: str | None = None,
     targets: list[str] | None = None,
@@ -227,18 +329,18 @@ def simgan(
     force: rerun the selected stages even if DVC finds them up to date. params: dotted keys to
     override via `dvc exp run -S`. dask_address / dask_workers: refine on that Dask scheduler, or
     on a LocalCluster of that many processes; shards: row shards per refine stage (default 8).
-    retries / retry_delay_s: per stage, exponential back-off from retry_delay_s. compare_rev: the
-    revision the metrics are compared with (None: no comparison)."""
+    retries / retry_delay_s: for DVC's status query and per stage, exponential back-off from
+    retry_delay_s. compare_rev: the revision the metrics are compared with (None: no comparison)."""
     logger = get_run_logger()
     root = Path(repo or ROOT).resolve()
     t0 = time.perf_counter()
     # Started before DVC's status is known and kept only if no stage runs: on an up-to-date
     # workspace the comparison then costs no extra time.
     early = compare.submit(str(root), compare_rev) if compare_rev and not params else None
-    graph, changed = load_graph(root, status=not params)
+    backoff = {"retries": retries, "retry_delay_seconds": exponential_backoff(retry_delay_s)}
+    graph, changed = dvc_status.with_options(**backoff)(str(root), status=not params)
     selected = select(graph, task, targets)
-    stage_task = run_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_s))
-    commit_task = commit_stage.with_options(retries=retries, retry_delay_seconds=exponential_backoff(retry_delay_s))
+    stage_task, commit_task = run_stage.with_options(**backoff), commit_stage.with_options(**backoff)
     results: list[dict] = []
     if params:
         seconds = exp_run(selected, str(root), params, force)
@@ -249,9 +351,11 @@ def simgan(
             s for s in selected if s in stale) or "none")
         blocked: set[str] = set()
         chosen = set(selected)
-        # Up-to-date stages run nothing: one task records them all (a task run per stage cost
-        # ~0.3 s each under load), before any stage runs, so dvc.lock is read while no DVC writes it.
-        fresh = {r["stage"]: r for r in up_to_date(str(root), [s for s in selected if s not in stale])}
+        # Up-to-date stages run nothing: one task run each, named like the stage, submitted
+        # together; dvc.lock is read once, before any stage runs, so while no DVC writes it.
+        lock = lock_outs(root)
+        fresh_stages = [s for s in selected if s not in stale]
+        fresh = {r["stage"]: r for r in up_to_date.map(fresh_stages, [lock.get(s, {}) for s in fresh_stages]).result()}
         for stage in selected:
             if stage in fresh:
                 results.append(fresh[stage])
