@@ -28,7 +28,10 @@ setup: $(STAMP)
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
+# ruff first (lint and format, 120 columns: pyproject.toml): seconds, and a style slip fails fast
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n 2 -q
 
 bench: $(STAMP)

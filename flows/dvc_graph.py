@@ -22,8 +22,8 @@ class GraphError(RuntimeError):
 
 @dataclass(frozen=True)
 class Graph:
-    order: tuple[str, ...]                        # upstream stages first
-    upstream: dict[str, frozenset[str]]           # stage -> stages whose outputs it reads
+    order: tuple[str, ...]  # upstream stages first
+    upstream: dict[str, frozenset[str]]  # stage -> stages whose outputs it reads
     outs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> output paths
 
     def select(self, patterns: list[str] | None) -> list[str]:
@@ -103,5 +103,7 @@ def lock_outs(repo: str | Path) -> dict[str, dict[str, str]]:
     if not lock.exists():
         return {}
     data = yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-    return {stage: {o["path"]: o.get("md5") or o.get("hash") or "" for o in (entry or {}).get("outs", [])}
-            for stage, entry in (data.get("stages") or {}).items()}
+    return {
+        stage: {o["path"]: o.get("md5") or o.get("hash") or "" for o in (entry or {}).get("outs", [])}
+        for stage, entry in (data.get("stages") or {}).items()
+    }

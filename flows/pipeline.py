@@ -39,13 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import flows  # noqa: F401  (offline settings before Prefect loads)
 import yaml
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+import flows  # noqa: F401  (offline settings before Prefect loads)
 from flows.dvc_graph import Graph, load_graph, lock_outs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +71,16 @@ def stream(cmd: list[str], cwd: Path, logger) -> float:
     Returns the seconds it took. The command's process group dies with this one."""
     logger.info("$ %s", " ".join(cmd))
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
     tail: list[str] = []
     try:
         for line in proc.stdout:
@@ -95,7 +103,13 @@ def _results(repo: Path, stages: list[str], status: str, seconds: float = 0.0) -
     return [{"stage": s, "status": status, "seconds": round(seconds, 2), "outs": outs.get(s, {})} for s in stages]
 
 
-@task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(10),
+)
 def run_stage(stage: str, repo: str, force: bool = False) -> dict:
     """`dvc repro --single-item [--force] <stage>`."""
     root = Path(repo)
@@ -117,15 +131,26 @@ def _lock_held(task, task_run, state) -> bool:
     return isinstance(state.result(raise_on_failure=False), LockError)
 
 
-@task(name="dvc-status", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10),
-      retry_condition_fn=_lock_held)
+@task(
+    name="dvc-status",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(10),
+    retry_condition_fn=_lock_held,
+)
 def dvc_status(repo: str, status: bool) -> tuple[Graph, set[str]]:
     """The graph of dvc.yaml and, with `status`, the stages DVC finds changed. `dvc status` takes
     the repository's lock (DVC gives up after 3 s), so another `dvc` running here fails it."""
     return load_graph(repo, status=status)
 
 
-@task(name="dvc-commit", task_run_name="commit {stage}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10))
+@task(
+    name="dvc-commit",
+    task_run_name="commit {stage}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(10),
+)
 def commit_stage(stage: str, repo: str) -> dict:
     """Record outputs made outside `dvc repro` (the Dask refinement) in dvc.lock and the cache."""
     seconds = stream([*DVC, "commit", "--force", stage], Path(repo), get_run_logger())
@@ -143,8 +168,9 @@ def exp_run(stages: list[str], repo: str, params: dict[str, Any], force: bool) -
 
 
 @task(name="refine-shard", task_run_name="{stage}[{start}:{stop}]", cache_policy=NO_CACHE)
-def refine_shard_task(stage: str, src: str, shard_path: str, refiner: str, start: int, stop: int,
-                      threads: int | None, kwargs: dict) -> str:
+def refine_shard_task(
+    stage: str, src: str, shard_path: str, refiner: str, start: int, stop: int, threads: int | None, kwargs: dict
+) -> str:
     from simgan.distributed import refine_shard
 
     return refine_shard(src, shard_path, refiner, start, stop, threads=threads, **kwargs)
@@ -153,15 +179,17 @@ def refine_shard_task(stage: str, src: str, shard_path: str, refiner: str, start
 @flow(name="simgan-refine-sharded", flow_run_name="refine {stage} on dask")
 def refine_on_dask(stage: str, repo: str, shards: int | None, threads: int | None) -> int:
     """The refine stage's output computed shard by shard on the flow's Dask task runner."""
-    from simgan.distributed import combine_shards, shard_dir, shard_jobs
     from simgan.config import Params
+    from simgan.distributed import combine_shards, shard_dir, shard_jobs
     from simgan.refine import refine_settings
 
     s = refine_settings(Params.load(Path(repo) / "params.yaml"), stage.removeprefix(REFINE_PREFIX), repo)
     src, dst, refiner = s.pop("src"), s.pop("dst"), s.pop("refiner")
     with shard_dir(dst) as folder:
         jobs = shard_jobs(src, dst, shards or 8, folder)
-        futures = [refine_shard_task.submit(stage=stage, refiner=refiner, threads=threads, kwargs=s, **job) for job in jobs]
+        futures = [
+            refine_shard_task.submit(stage=stage, refiner=refiner, threads=threads, kwargs=s, **job) for job in jobs
+        ]
         paths = [f.result() for f in futures]
         n = combine_shards(paths, dst)
     get_run_logger().info("%s: %d rows in %d shards -> %s", stage, n, len(jobs), dst)
@@ -173,9 +201,12 @@ def _dask_runner(address: str | None, workers: int):
 
     if address:
         return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True,
-                                              host="127.0.0.1", dashboard_address=None))
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs=dict(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ),
+    )
 
 
 def select(graph: Graph, task: str | None, targets: list[str] | None) -> list[str]:
@@ -201,34 +232,48 @@ def _blocked(graph: Graph, stage: str, selected: set[str], blocked: set[str], re
 @task(name="publish-artifacts", cache_policy=NO_CACHE)
 def publish(repo: str, figure_paths: list[str], results: list[dict]) -> None:
     root = Path(repo)
-    create_table_artifact(key="simgan-stages", table=[{**r, "outs": json.dumps(r["outs"])} for r in results],
-                          description="Stage, what the run did with it, seconds, output hashes (dvc.lock)")
+    create_table_artifact(
+        key="simgan-stages",
+        table=[{**r, "outs": json.dumps(r["outs"])} for r in results],
+        description="Stage, what the run did with it, seconds, output hashes (dvc.lock)",
+    )
     results_md = root / "reports" / "results.md"
     if results_md.exists():
-        create_markdown_artifact(key="simgan-results", markdown=results_md.read_text(),
-                                 description="reports/results.md")
+        create_markdown_artifact(
+            key="simgan-results", markdown=results_md.read_text(), description="reports/results.md"
+        )
     rows = []
     for path in sorted((root / "metrics").glob("*.json")):
         m = json.loads(path.read_text())
         for row, cells in (m.get("rows") or {}).items():
             for metric, cell in cells.items():
                 if isinstance(cell, dict) and "mean" in cell:
-                    rows.append({"task": path.stem, "row": row, "metric": metric, "mean": cell["mean"],
-                                 "std": cell.get("std")})
+                    rows.append(
+                        {"task": path.stem, "row": row, "metric": metric, "mean": cell["mean"], "std": cell.get("std")}
+                    )
     if rows:
         create_table_artifact(key="simgan-metrics", table=rows, description="metrics/*.json: mean and std over seeds")
     figures = [f for f in figure_paths if (root / f).exists()]
     if figures:
-        create_markdown_artifact(key="simgan-figures", description="figures written by the pipeline",
-                                 markdown="\n".join(f"- [{f}]({(root / f).as_uri()})" for f in figures))
+        create_markdown_artifact(
+            key="simgan-figures",
+            description="figures written by the pipeline",
+            markdown="\n".join(f"- [{f}]({(root / f).as_uri()})" for f in figures),
+        )
 
 
 @task(name="compare-previous", cache_policy=NO_CACHE)
 def compare(repo: str, rev: str) -> str:
     """The metric diff of the workspace against `rev` (`simgan compare`), as markdown."""
     root = Path(repo)
-    r = subprocess.run([sys.executable, "-m", "simgan.cli", "compare", rev, "--repo", str(root)], cwd=root,
-                       env=_env(), capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "simgan.cli", "compare", rev, "--repo", str(root)],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if r.returncode in (0, 1) and r.stdout.strip():
         return r.stdout
     return f"`simgan compare {rev}` gave no report (exit {r.returncode}):\n\n```\n{r.stderr.strip()[-2000:]}\n```"
@@ -292,20 +337,26 @@ def end_unfinished_runs(flow, flow_run, state) -> None:
     end = Cancelled if state.is_cancelling() or state.is_cancelled() else Crashed
     message = f"flow run {flow_run.name} ended {state.name}: {state.message or 'no message'}"
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id])))
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id]))
+        )
         for child in children:
             if not child.state or not child.state.is_final():
                 client.set_flow_run_state(child.id, end(message=message), force=True)
         unfinished = [t for t in StateType if t not in TERMINAL_STATES]
         ended = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id, *(c.id for c in children)])),
-            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))))
+            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))),
+        )
         for r in ended:
             client.set_task_run_state(r.id, end(message=message), force=True)
     flow_run_logger(flow_run, flow).info(
-        "%s: ended %d unfinished task runs as %s%s", state.name, len(ended), end.__name__,
-        f"; stopped the process groups {stopped} of its commands" if stopped else "")
+        "%s: ended %d unfinished task runs as %s%s",
+        state.name,
+        len(ended),
+        end.__name__,
+        f"; stopped the process groups {stopped} of its commands" if stopped else "",
+    )
 
 
 @flow(name="simgan", log_prints=True, on_crashed=[end_unfinished_runs], on_cancellation=[end_unfinished_runs])
@@ -347,8 +398,12 @@ def simgan(
         results = _results(root, selected, "ran (exp run)", seconds)
     else:
         stale = graph.stale(selected, changed, force)
-        logger.info("DVC: %d of %d selected stages to run: %s", len(stale), len(selected), ", ".join(
-            s for s in selected if s in stale) or "none")
+        logger.info(
+            "DVC: %d of %d selected stages to run: %s",
+            len(stale),
+            len(selected),
+            ", ".join(s for s in selected if s in stale) or "none",
+        )
         blocked: set[str] = set()
         chosen = set(selected)
         # Up-to-date stages run nothing: one task run each, named like the stage, submitted
@@ -367,8 +422,7 @@ def simgan(
                 results.append({"stage": stage, "status": f"blocked: {why}", "seconds": 0.0, "outs": {}})
             elif stage in stale and stage.startswith(REFINE_PREFIX) and (dask_address or dask_workers):
                 runner = _dask_runner(dask_address, dask_workers)
-                refine_on_dask.with_options(task_runner=runner)(stage, str(root), shards,
-                                                                None if dask_address else 1)
+                refine_on_dask.with_options(task_runner=runner)(stage, str(root), shards, None if dask_address else 1)
                 results.append(commit_task(stage, str(root)))
             else:
                 results.append(stage_task(stage, str(root), force))
@@ -376,11 +430,17 @@ def simgan(
     if compare_rev:
         workspace_changed = any(not r["status"].startswith(("up to date", "blocked")) for r in results)
         diff = compare(str(root), compare_rev) if workspace_changed or early is None else early.result()
-        create_markdown_artifact(key="simgan-compare", markdown=diff, description=f"metrics and params vs {compare_rev}")
+        create_markdown_artifact(
+            key="simgan-compare", markdown=diff, description=f"metrics and params vs {compare_rev}"
+        )
     ran = sum(r["status"].startswith("ran") for r in results)
-    logger.info("simgan: %d stages ran, %d up to date, %d blocked in %.1f s", ran,
-                sum(r["status"] == "up to date" for r in results), sum(r["status"].startswith("blocked") for r in results),
-                time.perf_counter() - t0)
+    logger.info(
+        "simgan: %d stages ran, %d up to date, %d blocked in %.1f s",
+        ran,
+        sum(r["status"] == "up to date" for r in results),
+        sum(r["status"].startswith("blocked") for r in results),
+        time.perf_counter() - t0,
+    )
     return results
 
 
@@ -397,9 +457,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retry-delay-s", type=float, default=10.0)
     args = ap.parse_args(argv)
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
-    state = simgan(task=args.task, targets=args.targets, force=args.force, params=overrides or None, repo=args.repo,
-                   dask_address=args.dask_address, dask_workers=args.dask_workers, shards=args.shards,
-                   retry_delay_s=args.retry_delay_s, return_state=True)
+    state = simgan(
+        task=args.task,
+        targets=args.targets,
+        force=args.force,
+        params=overrides or None,
+        repo=args.repo,
+        dask_address=args.dask_address,
+        dask_workers=args.dask_workers,
+        shards=args.shards,
+        retry_delay_s=args.retry_delay_s,
+        return_state=True,
+    )
     return 0 if state.is_completed() else 1
 
 

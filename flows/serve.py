@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-import flows  # noqa: F401  (offline settings before Prefect loads)
 from prefect import serve
 
+import flows  # noqa: F401  (offline settings before Prefect loads)
 from flows.pipeline import simgan
 
 # deployment name -> (parameters, description); prefect.yaml lists the same three for a worker
@@ -27,8 +27,10 @@ DEPLOYMENTS = {
 
 
 def deployments():
-    return [simgan.to_deployment(name, parameters=params, description=text, tags=["simgan"])
-            for name, (params, text) in DEPLOYMENTS.items()]
+    return [
+        simgan.to_deployment(name, parameters=params, description=text, tags=["simgan"])
+        for name, (params, text) in DEPLOYMENTS.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,8 +44,9 @@ _GOOD, _BAD, _NEUTRAL = "✅", "❌", "·"
 
 # --- direction rules ----------------------------------------------------------------------------
 
+
 def direction(key: str) -> str | None:
-    """"lower", "higher", "fifty" (closer to 50 is better) or None (neutral) for a flattened key.
+    """ "lower", "higher", "fifty" (closer to 50 is better) or None (neutral) for a flattened key.
 
     Precedence: a `.std` key is neutral; `_acc_pct` under `realism` is an automated Turing test
     where 50% means indistinguishable; then `error`/`shift` (lower is better) before
@@ -87,6 +88,7 @@ def mark(key: str, old, new) -> str:
 
 
 # --- gates --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -155,6 +157,7 @@ def _check_one(gate: Gate, file: str, old, new) -> tuple[str, bool]:
 
 # --- git / dvc ----------------------------------------------------------------------------------
 
+
 def _run(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
     try:
@@ -210,9 +213,15 @@ def resolve_rev(repo: Path, rev: str) -> Rev:
     if p.returncode == 0:
         return Rev(rev, p.stdout.strip())
     refs = _git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout.split("\n")
-    matches = sorted({sha for line in refs if line
-                      for sha, ref in [line.split(" ", 1)]
-                      if ref.rsplit("/", 1)[-1] == rev and not ref.startswith(("refs/exps/exec/", "refs/exps/celery/"))})
+    matches = sorted(
+        {
+            sha
+            for line in refs
+            if line
+            for sha, ref in [line.split(" ", 1)]
+            if ref.rsplit("/", 1)[-1] == rev and not ref.startswith(("refs/exps/exec/", "refs/exps/celery/"))
+        }
+    )
     if len(matches) == 1:
         return Rev(rev, matches[0])
     if len(matches) > 1:
@@ -263,6 +272,7 @@ def params_diff(repo: Path, a: Rev, b: Rev, show_all: bool) -> dict:
 
 # --- markdown -----------------------------------------------------------------------------------
 
+
 def _num(x) -> str:
     """Numbers without float noise (8.0 - 7.1 prints 0.9), strings bare, the rest as JSON."""
     if x is None:
@@ -293,8 +303,11 @@ def changes_table_md(diff: dict, show_all: bool) -> str:
 
 
 def params_table_md(diff: dict) -> str:
-    body = [[f"`{key}`", file, _num(e.get("old")), _num(e.get("new"))]
-            for file in sorted(diff) for key, e in sorted(diff[file].items())]
+    body = [
+        [f"`{key}`", file, _num(e.get("old")), _num(e.get("new"))]
+        for file in sorted(diff)
+        for key, e in sorted(diff[file].items())
+    ]
     if not body:
         return "_No param changed._"
     return report.md_table(["Param", "File", "Old", "New"], body)
@@ -313,8 +326,17 @@ def _comparability_warning(ma: dict, mb: dict) -> str:
     return "> **Not like for like:** " + "; ".join(notes) + ". Differences below mix settings and results."
 
 
-def build_report(a: Rev, b: Rev, mdiff: dict, pdiff: dict, ma: dict, mb: dict, show_all: bool,
-                 gate_results: list[tuple[Gate, str, bool]], plots: list[str]) -> str:
+def build_report(
+    a: Rev,
+    b: Rev,
+    mdiff: dict,
+    pdiff: dict,
+    ma: dict,
+    mb: dict,
+    show_all: bool,
+    gate_results: list[tuple[Gate, str, bool]],
+    plots: list[str],
+) -> str:
     out = [f"# simgan compare: {a.label} → {b.label}"]
     warning = _comparability_warning(ma, mb)
     if warning:
@@ -322,9 +344,11 @@ def build_report(a: Rev, b: Rev, mdiff: dict, pdiff: dict, ma: dict, mb: dict, s
     if gate_results:
         lines = [f"- {_BAD if failed else _GOOD} {sentence}" for _, sentence, failed in gate_results]
         out += ["## Gates (--fail-on)", "\n".join(lines)]
-    out += ["## Metrics" + (" (all)" if show_all else " that changed"),
-            "✅ better, ❌ worse, · neutral (rules in docs/compare.md).",
-            changes_table_md(mdiff, show_all)]
+    out += [
+        "## Metrics" + (" (all)" if show_all else " that changed"),
+        "✅ better, ❌ worse, · neutral (rules in docs/compare.md).",
+        changes_table_md(mdiff, show_all),
+    ]
     out += ["## Params" + (" (all)" if show_all else " that changed"), params_table_md(pdiff)]
     if plots:
         out += ["## Plots", "\n\n".join(f"![{Path(p).stem}]({p})" for p in plots)]
@@ -338,6 +362,7 @@ def build_report(a: Rev, b: Rev, mdiff: dict, pdiff: dict, ma: dict, mb: dict, s
 
 
 # --- plots --------------------------------------------------------------------------------------
+
 
 def _read_csv(repo: Path, rev: Rev, path: str) -> dict[str, list[float]] | None:
     """The numeric columns of a CSV, {name: values}; an empty cell is NaN (a gap in the curve).
@@ -360,8 +385,10 @@ def _read_csv(repo: Path, rev: Rev, path: str) -> dict[str, list[float]] | None:
         if first_text is None:
             cols[name] = values
         elif any(not math.isnan(v) for v in values):
-            raise SimganError(f"{path} at {rev.label}, line {first_text[0]}, column {name!r}: "
-                              f"expected a number, got {first_text[1]!r}")
+            raise SimganError(
+                f"{path} at {rev.label}, line {first_text[0]}, column {name!r}: "
+                f"expected a number, got {first_text[1]!r}"
+            )
     return cols
 
 
@@ -386,8 +413,14 @@ def write_plots(repo: Path, a: Rev, b: Rev, out_dir: Path) -> list[Path]:
         for ax, (rev, cols) in zip(axes, data):
             ax.set_title(f"{task} {stem} @ {rev.label}", fontsize=9)
             if cols is None or x_col not in cols:
-                ax.text(0.5, 0.5, f"no {path} at {rev.label}" if cols is None else f"no column {x_col}",
-                        ha="center", va="center", transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"no {path} at {rev.label}" if cols is None else f"no column {x_col}",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                )
                 continue
             for name, ys in cols.items():
                 if name != x_col:
@@ -456,8 +489,10 @@ def _missing_dep(dep, outs: dict, git_ignored) -> str | None:
     if path in outs:
         stage, out = outs[path]
         if dep.hash_info and out.hash_info and dep.hash_info != out.hash_info:
-            return (f"dep {dep} is recorded as {dep.hash_info.value}, but {stage.name} last made "
-                    f"{out.hash_info.value} (dvc.lock): {stage.name} reran, this stage did not")
+            return (
+                f"dep {dep} is recorded as {dep.hash_info.value}, but {stage.name} last made "
+                f"{out.hash_info.value} (dvc.lock): {stage.name} reran, this stage did not"
+            )
         return None
     if any(_under(path, o) or _under(o, path) for o in outs):  # a folder of outputs, or inside one
         return None
@@ -535,8 +570,11 @@ def check_lock(repo: str | os.PathLike = ".") -> LockCheck:
                 if lock not in locked:
                     locked[lock] = _locked_names(lock)
                 found, absent = _stage_status(stage, status.get(stage.addressing, []), outs, locked[lock], git_ignored)
-                name = stage.name if os.path.dirname(stage.dvcfile.path) == r.root_dir else \
-                    f"{os.path.relpath(stage.dvcfile.path, r.root_dir)}:{stage.name}"
+                name = (
+                    stage.name
+                    if os.path.dirname(stage.dvcfile.path) == r.root_dir
+                    else f"{os.path.relpath(stage.dvcfile.path, r.root_dir)}:{stage.name}"
+                )
                 stale += [(name, what) for what in found]
                 missing += absent
     except NotDvcRepoError:
@@ -549,26 +587,37 @@ def check_lock(repo: str | os.PathLike = ".") -> LockCheck:
 def _lock_check_cmd(args) -> int:
     result = check_lock(args.repo)
     if result.stale:
-        print(f"simgan lock-check: dvc.lock is stale for {len({s for s, _ in result.stale})} of {result.stages} stages "
-              "(run `dvc repro` and commit dvc.lock):", file=sys.stderr)
+        print(
+            f"simgan lock-check: dvc.lock is stale for {len({s for s, _ in result.stale})} of {result.stages} stages "
+            "(run `dvc repro` and commit dvc.lock):",
+            file=sys.stderr,
+        )
         for stage, what in result.stale:
             print(f"  {stage}: {what}", file=sys.stderr)
         return 1
-    print(f"simgan lock-check: dvc.lock matches dvc.yaml, params and code for all {result.stages} stages"
-          + (f" ({result.missing_outs} output{'s' * (result.missing_outs != 1)} absent: data not pulled, not checked)"
-             if result.missing_outs else ""))
+    print(
+        f"simgan lock-check: dvc.lock matches dvc.yaml, params and code for all {result.stages} stages"
+        + (
+            f" ({result.missing_outs} output{'s' * (result.missing_outs != 1)} absent: data not pulled, not checked)"
+            if result.missing_outs
+            else ""
+        )
+    )
     return 0
 
 
 # --- command ------------------------------------------------------------------------------------
+
 
 def _check_writable(path: str, option: str, is_dir: bool) -> None:
     """Fail before any slow work when `path` cannot be created: its nearest existing ancestor must
     be a writable directory (a path under a regular file fails even for root)."""
     target = Path(path)
     if target.exists() and target.is_dir() != is_dir:
-        raise SimganError(f"{option} {path}: expected {'a directory' if is_dir else 'a file'}, "
-                          f"got an existing {'file' if is_dir else 'directory'}")
+        raise SimganError(
+            f"{option} {path}: expected {'a directory' if is_dir else 'a file'}, "
+            f"got an existing {'file' if is_dir else 'directory'}"
+        )
     parent = (target if is_dir else target.parent).resolve()
     while not parent.exists():
         parent = parent.parent
@@ -578,8 +627,16 @@ def _check_writable(path: str, option: str, is_dir: bool) -> None:
         raise SimganError(f"{option} {path}: cannot create it: no write permission in {parent}")
 
 
-def compare(repo: str | os.PathLike = ".", a: str = "HEAD~1", b: str = WORKSPACE, *, md: str | None = None,
-            plots: str | None = None, fail_on: list[str] | None = None, show_all: bool = False) -> tuple[str, int]:
+def compare(
+    repo: str | os.PathLike = ".",
+    a: str = "HEAD~1",
+    b: str = WORKSPACE,
+    *,
+    md: str | None = None,
+    plots: str | None = None,
+    fail_on: list[str] | None = None,
+    show_all: bool = False,
+) -> tuple[str, int]:
     """The report and the exit code (1 when a --fail-on gate fails, else 0)."""
     gates = [parse_gate(s) for s in fail_on or []]  # before any slow work, so typos fail fast
     if md:
@@ -612,8 +669,7 @@ def compare(repo: str | os.PathLike = ".", a: str = "HEAD~1", b: str = WORKSPACE
 
 
 def _cmd(args) -> int:
-    text, rc = compare(args.repo, args.a, args.b, md=args.md, plots=args.plots, fail_on=args.fail_on,
-                       show_all=args.all)
+    text, rc = compare(args.repo, args.a, args.b, md=args.md, plots=args.plots, fail_on=args.fail_on, show_all=args.all)
     sys.stdout.write(text)
     if rc:
         print("simgan compare: a --fail-on gate failed (see 'Gates' above)", file=sys.stderr)
@@ -625,27 +681,37 @@ def register(subparsers) -> None:
         "compare",
         help="diff metrics and params between two revisions, with results tables",
         description="Compare metrics (dvc metrics diff) and params (dvc params diff) between revisions A "
-                    "and B, mark each change better/worse, and print both revisions' results tables. "
-                    "Exit 1 when a --fail-on gate fails, 2 on a usage error. See docs/compare.md.",
+        "and B, mark each change better/worse, and print both revisions' results tables. "
+        "Exit 1 when a --fail-on gate fails, 2 on a usage error. See docs/compare.md.",
     )
     p.add_argument("a", nargs="?", default="HEAD~1", metavar="A", help="base revision (default: HEAD~1)")
-    p.add_argument("b", nargs="?", default=WORKSPACE, metavar="B",
-                   help="revision or DVC experiment name to compare with A (default: the workspace)")
+    p.add_argument(
+        "b",
+        nargs="?",
+        default=WORKSPACE,
+        metavar="B",
+        help="revision or DVC experiment name to compare with A (default: the workspace)",
+    )
     p.add_argument("--repo", default=".", metavar="DIR", help="the git+DVC repository (default: .)")
     p.add_argument("--md", metavar="FILE", help="also write the markdown report to FILE")
     p.add_argument("--plots", metavar="DIR", help="write PNGs of both revisions' curves side by side to DIR")
-    p.add_argument("--fail-on", action="append", default=[], metavar="METRIC:THRESHOLD",
-                   help="exit 1 when METRIC ([FILE:]KEY) gets worse by more than THRESHOLD percent of its "
-                        "old value, or by more than VALUE with abs=VALUE; repeatable")
+    p.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        metavar="METRIC:THRESHOLD",
+        help="exit 1 when METRIC ([FILE:]KEY) gets worse by more than THRESHOLD percent of its "
+        "old value, or by more than VALUE with abs=VALUE; repeatable",
+    )
     p.add_argument("--all", action="store_true", help="list unchanged metrics and params too")
     p.set_defaults(func=_cmd)
     lc = subparsers.add_parser(
         "lock-check",
         help="fail when dvc.lock no longer matches dvc.yaml, params.yaml or the code (for CI)",
         description="Exit 1, naming each stage and the dep, param or command that changed, when dvc.lock "
-                    "does not record a run of the current dvc.yaml, params and code; absent data and "
-                    "models (a clone without a DVC remote) are expected and pass. Exit 2 on a usage "
-                    "error. See docs/compare.md.",
+        "does not record a run of the current dvc.yaml, params and code; absent data and "
+        "models (a clone without a DVC remote) are expected and pass. Exit 2 on a usage "
+        "error. See docs/compare.md.",
     )
     lc.add_argument("--repo", default=".", metavar="DIR", help="the DVC repository (default: .)")
     lc.set_defaults(func=_lock_check_cmd)

@@ -92,7 +92,9 @@ class Params:
             node = node[part]
         return node
 
-    def get(self, key: str, kind: type | tuple = object, check: Callable[[Any], str | None] | None = None, default=_MISSING):
+    def get(
+        self, key: str, kind: type | tuple = object, check: Callable[[Any], str | None] | None = None, default=_MISSING
+    ):
         value = self.raw(key, default)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -167,7 +169,7 @@ def _keep_line_breaks(original: str, dumped: str) -> str:
         text = lines[i].rstrip()
         for j in range(i + 1, min(i + 10, len(lines))):
             text = f"{text} {lines[j].strip()}"
-            joined.setdefault(text, "".join(lines[i:j + 1]))
+            joined.setdefault(text, "".join(lines[i : j + 1]))
     return "".join(joined.get(line.rstrip(), line) for line in dumped.splitlines(keepends=True))
 
 
@@ -183,9 +185,14 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("params", help="switch profiles: apply a profile's overrides to params.yaml, or print them as `dvc exp run -S` arguments")
+    p = subparsers.add_parser(
+        "params",
+        help="switch profiles: apply a profile's overrides to params.yaml, or print them as `dvc exp run -S` arguments",
+    )
     sub = p.add_subparsers(dest="params_command", required=True)
-    a = sub.add_parser("apply", help="merge PROFILE into params.yaml key by key, keeping its comments and key order (git restores it)")
+    a = sub.add_parser(
+        "apply", help="merge PROFILE into params.yaml key by key, keeping its comments and key order (git restores it)"
+    )
     a.add_argument("profile")
     a.add_argument("--params", default="params.yaml")
     a.set_defaults(func=lambda args: apply_profile(args.params, args.profile) and 0)
@@ -194,7 +201,12 @@ def register(subparsers) -> None:
 
     def overrides(args) -> int:
         flat = flatten(Params.load(args.profile).data)
-        print(" ".join(f"-S '{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix(chr(10) + '...')}'" for k, v in flat.items()))
+        print(
+            " ".join(
+                f"-S '{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix(chr(10) + '...')}'"
+                for k, v in flat.items()
+            )
+        )
         return 0
 
     o.set_defaults(func=overrides)

@@ -20,13 +20,21 @@ from simgan.config import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ENV = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""),
-           GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+ENV = dict(
+    os.environ,
+    DVC_NO_ANALYTICS="1",
+    PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""),
+    GIT_AUTHOR_NAME="t",
+    GIT_AUTHOR_EMAIL="t@t",
+    GIT_COMMITTER_NAME="t",
+    GIT_COMMITTER_EMAIL="t@t",
+)
 
 
 def run(repo: Path, *cmd: str, env: dict | None = None) -> str:
-    return subprocess.run(list(cmd), cwd=repo, env=env or ENV, check=True, capture_output=True, text=True,
-                          timeout=600).stdout
+    return subprocess.run(
+        list(cmd), cwd=repo, env=env or ENV, check=True, capture_output=True, text=True, timeout=600
+    ).stdout
 
 
 def dvc(repo: Path, *args: str) -> str:
@@ -121,6 +129,7 @@ def set_param(repo: Path, old: str, new: str) -> None:
 
 # --- simgan lock-check ---------------------------------------------------------------------------
 
+
 def test_clean_clone_passes_with_its_data_missing(toy, tmp_path, capsys):
     c = clone(toy, tmp_path / "clone")
     assert not (c / "data" / "raw.txt").exists() and not (c / "raw").exists()
@@ -155,15 +164,19 @@ def test_upstream_stage_rerun_alone_is_stale_downstream(toy, tmp_path, capsys):
     commit_all(toy, "prepare only")
     rc, out = lock_check(clone(toy, tmp_path / "clone"), capsys)
     assert rc == 1
-    assert re.search(r"evaluate: dep data/raw.txt is recorded as \w+, but prepare last made \w+ \(dvc.lock\): "
-                     r"prepare reran, this stage did not", out), out
+    assert re.search(
+        r"evaluate: dep data/raw.txt is recorded as \w+, but prepare last made \w+ \(dvc.lock\): "
+        r"prepare reran, this stage did not",
+        out,
+    ), out
 
 
 def test_new_stage_deleted_code_dep_and_changed_command(toy, tmp_path, capsys):
     c = clone(toy, tmp_path / "clone")
     dvc_yaml = (c / "dvc.yaml").read_text().replace("python evaluate.py", "python evaluate.py --fast")
-    (c / "dvc.yaml").write_text(dvc_yaml + "  report:\n    cmd: python report.py\n    deps: [metrics/gaze.json]\n"
-                                           "    outs: [report.md]\n")
+    (c / "dvc.yaml").write_text(
+        dvc_yaml + "  report:\n    cmd: python report.py\n    deps: [metrics/gaze.json]\n    outs: [report.md]\n"
+    )
     (c / "prepare.py").unlink()
     rc, out = lock_check(c, capsys)
     assert rc == 1
@@ -178,8 +191,10 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     run(tmp_path, "git", "init", "-q")
     assert main(["lock-check", "--repo", str(tmp_path)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"simgan lock-check: error: --repo {tmp_path / 'nope'}: not a directory",
-                   f"simgan lock-check: error: --repo {tmp_path}: not a DVC repository (no .dvc folder here or above)"]
+    assert err == [
+        f"simgan lock-check: error: --repo {tmp_path / 'nope'}: not a directory",
+        f"simgan lock-check: error: --repo {tmp_path}: not a DVC repository (no .dvc folder here or above)",
+    ]
 
 
 @pytest.mark.slow
@@ -209,7 +224,8 @@ def test_the_projects_own_pipeline_on_the_tiny_profile(tmp_path, capsys):
 
 # --- .ci/run -------------------------------------------------------------------------------------
 
-def ci_run(repo: Path, tmp_path: Path, make_rc: int = 0) -> subprocess.CompletedProcess:
+
+def ci_run(repo: Path, tmp_path: Path, make_rc: int = 0, lock_gate: str = "1") -> subprocess.CompletedProcess:
     """`bash .ci/run` in `repo` with a `make` that only reports that it ran, and a .venv/bin/simgan
     that runs this checkout's simgan."""
     shims = tmp_path / "shims"
@@ -220,9 +236,10 @@ def ci_run(repo: Path, tmp_path: Path, make_rc: int = 0) -> subprocess.Completed
     simgan.parent.mkdir(parents=True, exist_ok=True)
     simgan.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m simgan.cli "$@"\n')
     simgan.chmod(0o755)
-    env = dict(ENV, PATH=f"{shims}{os.pathsep}{ENV['PATH']}", PYTHONPATH=str(ROOT))
-    return subprocess.run(["bash", ".ci/run"], cwd=repo, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
+    env = dict(ENV, PATH=f"{shims}{os.pathsep}{ENV['PATH']}", PYTHONPATH=str(ROOT), LOCK_GATE=lock_gate)
+    return subprocess.run(
+        ["bash", ".ci/run"], cwd=repo, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def rerun_and_commit(repo: Path, msg: str, old: str | None = None, new: str | None = None) -> None:
@@ -237,7 +254,11 @@ def test_ci_passes_a_change_within_the_gates_after_make_test(toy, tmp_path):
     r = ci_run(clone(toy, tmp_path / "clone"), tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
-    assert out.index("make test: ran") < out.index("== simgan lock-check ==") < out.index("== simgan compare HEAD~1 HEAD ==")
+    assert (
+        out.index("make test: ran")
+        < out.index("== simgan lock-check ==")
+        < out.index("== simgan compare HEAD~1 HEAD ==")
+    )
     assert out.count("passes (limit") == 7 and "fails (limit" not in out  # 6 gates, realism in both files
     assert "`rows.refined_1x.mean_error_deg.mean` (metrics/gaze.json)" in out
 
@@ -246,8 +267,11 @@ def test_ci_fails_on_a_regression_past_a_gate(toy, tmp_path):
     rerun_and_commit(toy, "refined 1x 2.0 deg worse", "gaze_error: 0.0", "gaze_error: 2.0")
     r = ci_run(clone(toy, tmp_path / "clone"), tmp_path)
     assert r.returncode == 1
-    assert re.search(r"❌ `rows.refined_1x.mean_error_deg.mean` \(metrics/gaze.json\): [\d.]+ → [\d.]+, worse by 2.0: "
-                     r"fails \(limit abs 1.5\)", r.stdout), r.stdout
+    assert re.search(
+        r"❌ `rows.refined_1x.mean_error_deg.mean` \(metrics/gaze.json\): [\d.]+ → [\d.]+, worse by 2.0: "
+        r"fails \(limit abs 1.5\)",
+        r.stdout,
+    ), r.stdout
     assert "a --fail-on gate failed" in r.stderr
 
 
@@ -258,6 +282,15 @@ def test_ci_fails_on_a_stale_lock_before_comparing(toy, tmp_path):
     assert r.returncode == 1
     assert "  evaluate: dep evaluate.py modified" in r.stderr.splitlines()
     assert "== simgan compare" not in r.stdout
+
+
+def test_ci_reports_a_stale_lock_without_gating_by_default(toy, tmp_path):
+    (toy / "evaluate.py").write_text(toy.joinpath("evaluate.py").read_text() + "# no rerun\n")
+    commit_all(toy, "code edit, no rerun")
+    r = ci_run(clone(toy, tmp_path / "clone"), tmp_path, lock_gate="0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "  evaluate: dep evaluate.py modified" in r.stderr.splitlines()
+    assert "dvc.lock is stale" in r.stdout and "== simgan compare" in r.stdout
 
 
 def test_ci_fails_on_a_compare_error_and_on_failing_tests(toy, tmp_path):

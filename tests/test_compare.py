@@ -12,15 +12,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_report import full_gaze, full_hand, ms
 
 from simgan import compare as cmp
 from simgan.cli import main
-from test_report import full_gaze, full_hand, ms
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-           GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+ENV = dict(
+    os.environ,
+    DVC_NO_ANALYTICS="1",
+    GIT_AUTHOR_NAME="t",
+    GIT_AUTHOR_EMAIL="t@t",
+    GIT_COMMITTER_NAME="t",
+    GIT_COMMITTER_EMAIL="t@t",
+)
 
 
 def run(repo: Path, *cmd: str) -> str:
@@ -60,8 +66,9 @@ def v2() -> tuple[dict, dict]:
 
 def write_plots(repo: Path, scale: float) -> None:
     (repo / "plots/gaze").mkdir(parents=True, exist_ok=True)
-    rows = ["threshold_deg,synthetic_1x,refined_1x"] + [f"{t},{min(100, t * 10 * scale)},{min(100, t * 12 * scale)}"
-                                                         for t in range(0, 11)]
+    rows = ["threshold_deg,synthetic_1x,refined_1x"] + [
+        f"{t},{min(100, t * 10 * scale)},{min(100, t * 12 * scale)}" for t in range(0, 11)
+    ]
     (repo / "plots/gaze/error_cdf.csv").write_text("\n".join(rows) + "\n")
     losses = ["step,loss_refiner_adv,loss_refiner_reg,loss_disc,disc_acc_real,disc_acc_refined"]
     losses += [f"{s},{1 / (s + 1)},{0.1 * scale},{0.7},{0.5},{0.6}" for s in range(20)]
@@ -80,8 +87,7 @@ def repo(tmp_path_factory) -> Path:
     r = tmp_path_factory.mktemp("proj")
     run(r, "git", "init", "-q", "-b", "main")
     dvc(r, "init", "-q")
-    (r / "dvc.yaml").write_text("metrics:\n  - metrics/gaze.json\n  - metrics/hand.json\n"
-                                "params:\n  - params.yaml\n")
+    (r / "dvc.yaml").write_text("metrics:\n  - metrics/gaze.json\n  - metrics/hand.json\nparams:\n  - params.yaml\n")
     (r / "params.yaml").write_text("train:\n  lambda: 0.5\n  steps: 100\n")
     commit_all(r, "c0")
     g, h = v1()
@@ -109,18 +115,22 @@ def table_line(md: str, key: str) -> str:
 
 # --- rules, without a repository ---------------------------------------------------------------
 
-@pytest.mark.parametrize("key, expected", [
-    ("rows.refined_4x.mean_error_deg.mean", "lower"),
-    ("rows.refined_4x.mean_error_deg.std", None),
-    ("label_preservation.pupil_shift_px.mean", "lower"),
-    ("rows.refined_1x.within7_pct.mean", "higher"),
-    ("rows.refined_3x.pck5_pct.mean", "higher"),
-    ("gain.refined_vs_synthetic_1x_rel_pct", "higher"),
-    ("realism.refined_vs_real_acc_pct", "fifty"),
-    ("other.refined_vs_real_acc_pct", "higher"),
-    ("seeds", None),
-    ("profile", None),
-])
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("rows.refined_4x.mean_error_deg.mean", "lower"),
+        ("rows.refined_4x.mean_error_deg.std", None),
+        ("label_preservation.pupil_shift_px.mean", "lower"),
+        ("rows.refined_1x.within7_pct.mean", "higher"),
+        ("rows.refined_3x.pck5_pct.mean", "higher"),
+        ("gain.refined_vs_synthetic_1x_rel_pct", "higher"),
+        ("realism.refined_vs_real_acc_pct", "fifty"),
+        ("other.refined_vs_real_acc_pct", "higher"),
+        ("seeds", None),
+        ("profile", None),
+    ],
+)
 def test_direction_rules(key, expected):
     assert cmp.direction(key) == expected
 
@@ -139,27 +149,45 @@ def test_parse_gate():
     g = cmp.parse_gate("rows.refined_4x.mean_error_deg.mean:5")
     assert (g.file, g.key, g.threshold, g.absolute) == (None, "rows.refined_4x.mean_error_deg.mean", 5.0, False)
     g = cmp.parse_gate("metrics/gaze.json:rows.refined_4x.mean_error_deg.mean:abs=0.5")
-    assert (g.file, g.key, g.threshold, g.absolute) == ("metrics/gaze.json", "rows.refined_4x.mean_error_deg.mean",
-                                                        0.5, True)
+    assert (g.file, g.key, g.threshold, g.absolute) == (
+        "metrics/gaze.json",
+        "rows.refined_4x.mean_error_deg.mean",
+        0.5,
+        True,
+    )
     assert cmp.parse_gate("a.error:2.5%").threshold == 2.5
-    for bad in ("rows.x.error", "rows.x.error:", ":5", "rows.x.error:-1", "rows.x.error:abs=", "x.error:five",
-                "rows.x.error.std:5", "seeds:5"):
+    for bad in (
+        "rows.x.error",
+        "rows.x.error:",
+        ":5",
+        "rows.x.error:-1",
+        "rows.x.error:abs=",
+        "x.error:five",
+        "rows.x.error.std:5",
+        "seeds:5",
+    ):
         with pytest.raises(cmp.SimganError, match="--fail-on"):
             cmp.parse_gate(bad)
 
 
 def test_gate_thresholds_on_a_diff():
-    diff = {"m.json": {"e.error": {"old": 8.0, "new": 9.0}, "p.pct": {"old": 0.0, "new": -1.0},
-                       "gone.error": {"old": 1.0, "new": None}, "new.error": {"old": None, "new": 5.0}}}
+    diff = {
+        "m.json": {
+            "e.error": {"old": 8.0, "new": 9.0},
+            "p.pct": {"old": 0.0, "new": -1.0},
+            "gone.error": {"old": 1.0, "new": None},
+            "new.error": {"old": None, "new": 5.0},
+        }
+    }
 
     def failed(spec):
         return [f for _, _, f in cmp.check_gates([cmp.parse_gate(spec)], diff)]
 
-    assert failed("e.error:12") == [True]     # 12.5% > 12
+    assert failed("e.error:12") == [True]  # 12.5% > 12
     assert failed("e.error:12.5") == [False]  # not more than the threshold
     assert failed("e.error:abs=0.9") == [True]
     assert failed("e.error:abs=1") == [False]
-    assert failed("p.pct:1000") == [True]     # worse from 0: infinitely worse relative
+    assert failed("p.pct:1000") == [True]  # worse from 0: infinitely worse relative
     assert failed("gone.error:50") == [True]  # a metric that vanished fails its gate
     assert failed("new.error:0") == [False]
     with pytest.raises(cmp.SimganError, match="not in any metrics file"):
@@ -168,26 +196,37 @@ def test_gate_thresholds_on_a_diff():
 
 # --- against the repository --------------------------------------------------------------------
 
+
 def test_changed_metrics_exact_diff_marks_and_failing_gate(repo, capsys):
     gate = "rows.refined_4x.mean_error_deg.mean:10"  # 12.5% worse: fails
     assert main(["compare", "HEAD~1", "HEAD", "--repo", str(repo), "--fail-on", gate]) == 1
     out = capsys.readouterr()
     md = out.out
     assert "gate failed" in out.err
-    assert "- ❌ `rows.refined_4x.mean_error_deg.mean` (metrics/gaze.json): 8.0 → 9.0, worse by 1.0 " \
-           "(12.5% of |old|): fails (limit 10.0%)" in md
-    assert table_line(md, "rows.refined_4x.mean_error_deg.mean") == \
-        "| `rows.refined_4x.mean_error_deg.mean` | metrics/gaze.json | 8.0 | 9.0 | +1.0 | +12.5% | ❌ |"
-    assert table_line(md, "rows.refined_1x.mean_error_deg.mean") == \
-        "| `rows.refined_1x.mean_error_deg.mean` | metrics/gaze.json | 10.0 | 9.5 | -0.5 | -5.0% | ✅ |"
-    assert table_line(md, "rows.refined_1x.within7_pct.mean") == \
-        "| `rows.refined_1x.within7_pct.mean` | metrics/gaze.json | 50.0 | 55.0 | +5.0 | +10.0% | ✅ |"
+    assert (
+        "- ❌ `rows.refined_4x.mean_error_deg.mean` (metrics/gaze.json): 8.0 → 9.0, worse by 1.0 "
+        "(12.5% of |old|): fails (limit 10.0%)" in md
+    )
+    assert (
+        table_line(md, "rows.refined_4x.mean_error_deg.mean")
+        == "| `rows.refined_4x.mean_error_deg.mean` | metrics/gaze.json | 8.0 | 9.0 | +1.0 | +12.5% | ❌ |"
+    )
+    assert (
+        table_line(md, "rows.refined_1x.mean_error_deg.mean")
+        == "| `rows.refined_1x.mean_error_deg.mean` | metrics/gaze.json | 10.0 | 9.5 | -0.5 | -5.0% | ✅ |"
+    )
+    assert (
+        table_line(md, "rows.refined_1x.within7_pct.mean")
+        == "| `rows.refined_1x.within7_pct.mean` | metrics/gaze.json | 50.0 | 55.0 | +5.0 | +10.0% | ✅ |"
+    )
     assert table_line(md, "rows.refined_4x.mean_error_deg.std").endswith("| 0.5 | 0.7 | +0.2 | +40.0% | · |")
     assert table_line(md, "realism.refined_vs_real_acc_pct").endswith("| 60.0 | 45.0 | -15.0 | -25.0% | ✅ |")
     assert table_line(md, "realism.synthetic_vs_real_acc_pct").endswith("| 90.0 | 95.0 | +5.0 | +5.6% | ❌ |")
     assert table_line(md, "label_preservation.pupil_shift_px.mean").endswith("| 1.0 | 1.5 | +0.5 | +50.0% | ❌ |")
-    assert table_line(md, "rows.refined_3x.pck5_pct.mean") == \
-        "| `rows.refined_3x.pck5_pct.mean` | metrics/hand.json | 70.0 | 72.0 | +2.0 | +2.9% | ✅ |"
+    assert (
+        table_line(md, "rows.refined_3x.pck5_pct.mean")
+        == "| `rows.refined_3x.pck5_pct.mean` | metrics/hand.json | 70.0 | 72.0 | +2.0 | +2.9% | ✅ |"
+    )
     assert "`seeds`" not in md.split("## Params")[0]  # unchanged metrics only with --all
     assert table_line(md, "train.lambda") == "| `train.lambda` | params.yaml | 0.5 | 1.0 |"
     assert "`train.steps`" not in md
@@ -198,10 +237,12 @@ def test_changed_metrics_exact_diff_marks_and_failing_gate(repo, capsys):
 
 
 def test_all_lists_unchanged_and_passing_gates(repo, capsys):
-    gates = ["rows.refined_4x.mean_error_deg.mean:15",  # 12.5% worse: within
-             "rows.refined_4x.mean_error_deg.mean:abs=1",  # exactly 1.0 worse: not more than
-             "metrics/gaze.json:rows.refined_1x.mean_error_deg.mean:0",  # improved
-             "realism.refined_vs_real_acc_pct:0"]  # closer to 50 in gaze, unchanged in hand: 2 checks
+    gates = [
+        "rows.refined_4x.mean_error_deg.mean:15",  # 12.5% worse: within
+        "rows.refined_4x.mean_error_deg.mean:abs=1",  # exactly 1.0 worse: not more than
+        "metrics/gaze.json:rows.refined_1x.mean_error_deg.mean:0",  # improved
+        "realism.refined_vs_real_acc_pct:0",
+    ]  # closer to 50 in gaze, unchanged in hand: 2 checks
     argv = ["compare", "HEAD~1", "HEAD", "--repo", str(repo), "--all"]
     assert main(argv + [a for g in gates for a in ("--fail-on", g)]) == 0
     out = capsys.readouterr()
@@ -281,8 +322,11 @@ def test_bad_plot_csv_and_bad_metrics_json_are_named(repo, tmp_path):
     saved = csv_path.read_text()
     csv_path.write_text("threshold_deg,refined_1x\n1,2.5\n2,abc\n")  # numbers and text: malformed
     try:
-        with pytest.raises(cmp.SimganError, match=r"error_cdf.csv at workspace, line 3, column 'refined_1x': "
-                                                  r"expected a number, got 'abc'"):
+        with pytest.raises(
+            cmp.SimganError,
+            match=r"error_cdf.csv at workspace, line 3, column 'refined_1x': "
+            r"expected a number, got 'abc'",
+        ):
             cmp.write_plots(repo, cmp.resolve_rev(repo, "HEAD"), cmp.resolve_rev(repo, "workspace"), tmp_path)
     finally:
         csv_path.write_text(saved)
@@ -304,8 +348,11 @@ def test_plots_of_the_pipelines_own_training_logs(repo, tmp_path, capsys):
         for path, text in saved.items():
             path.unlink() if text is None else path.write_text(text)
     capsys.readouterr()
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["gaze_error_cdf.png", "gaze_train_losses.png",
-                                                                       "hand_train_losses.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "gaze_error_cdf.png",
+        "gaze_train_losses.png",
+        "hand_train_losses.png",
+    ]
     header = (ROOT / "plots/hand/train_losses.csv").read_text().splitlines()[0].split(",")
     assert "phase" in header and list(cols) == [c for c in header if c != "phase"]
     assert any(math.isnan(v) for v in cols["loss_disc"]) and not all(math.isnan(v) for v in cols["loss_disc"])
@@ -317,9 +364,10 @@ def test_unwritable_md_or_plots_exits_2_naming_it(repo, tmp_path, capsys):
     for option, target in (("--md", blocker / "x.md"), ("--plots", blocker / "plots")):
         assert main(["compare", "HEAD~1", "HEAD", "--repo", str(repo), option, str(target)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"simgan compare: error: --md {blocker / 'x.md'}: cannot create it: {blocker} is a file, not a directory",
-                   f"simgan compare: error: --plots {blocker / 'plots'}: cannot create it: {blocker} is a file, "
-                   "not a directory"]
+    assert err == [
+        f"simgan compare: error: --md {blocker / 'x.md'}: cannot create it: {blocker} is a file, not a directory",
+        f"simgan compare: error: --plots {blocker / 'plots'}: cannot create it: {blocker} is a file, not a directory",
+    ]
     assert blocker.read_text() == "a regular file"
 
 
@@ -342,7 +390,8 @@ def test_workflow_shape():
     assert str(python["with"]["python-version"]) == "3.11"
     runs = [s.get("run", "") for s in steps]
     assert runs.index(next(r for r in runs if "bash .ci/run" in r)) < runs.index(
-        next(r for r in runs if "simgan compare" in r))
+        next(r for r in runs if "simgan compare" in r)
+    )
     assert any("--index-url https://download.pytorch.org/whl/cpu" in r for r in runs)
 
 
@@ -359,8 +408,7 @@ def _run_step(repo: Path, tmp_path: Path) -> tuple[int, str]:
     shim.chmod(0o755)
     summary = tmp_path / "summary.md"
     env = dict(ENV, GITHUB_STEP_SUMMARY=str(summary), PYTHONPATH=str(Path(cmp.__file__).parents[1]))
-    p = subprocess.run(["bash", "-e", "-c", _compare_step_script()], cwd=repo, env=env,
-                       capture_output=True, text=True)
+    p = subprocess.run(["bash", "-e", "-c", _compare_step_script()], cwd=repo, env=env, capture_output=True, text=True)
     return p.returncode, summary.read_text() if summary.exists() else ""
 
 

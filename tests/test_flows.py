@@ -57,7 +57,9 @@ def _wait_for(check, timeout: float, what: str, log: Path | None = None):
         if check():
             return
         time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f":\n{log.read_text()[-3000:]}" if log else "")
+    )
 
 
 def _run(args, cwd, env, timeout=1200, check=True):
@@ -72,10 +74,19 @@ def prefect(tmp_path_factory):
     """A Prefect server for this module; yields the environment that points clients at it."""
     home = tmp_path_factory.mktemp("prefect_home")
     port = _free_port()
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", DVC_NO_ANALYTICS="1", PREFECT_CLI_PROMPT="false",
-               PREFECT_WORKER_QUERY_SECONDS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        DVC_NO_ANALYTICS="1",
+        PREFECT_CLI_PROMPT="false",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""),
+    )
     env.pop("PREFECT_PROFILE", None)
     log = home / "server.log"
 
@@ -86,7 +97,9 @@ def prefect(tmp_path_factory):
         except OSError:
             return False
 
-    with background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], home, env, log):
+    with background(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], home, env, log
+    ):
         _wait_for(healthy, 300, "prefect server", log)
         yield env
 
@@ -99,7 +112,9 @@ def _git_commit(repo: Path, env: dict, message: str):
 def _copy_repo(dst: Path, env: dict, tiny: bool) -> Path:
     """The working tree as a clone has it, committed; with `tiny`, the tiny profile as a second
     commit (so `simgan compare HEAD~1` has a previous revision)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
     for rel in filter(None, files.decode().split("\0")):
         if (ROOT / rel).is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +143,12 @@ def _stage_statuses(env: dict, cwd: Path) -> dict[str, str]:
 
 def _api(env: dict, method: str, path: str, body: dict | None = None):
     """The Prefect server's REST API, as the UI reads it."""
-    req = urllib.request.Request(env["PREFECT_API_URL"] + path, method=method, headers={"Content-Type": "application/json"},
-                                 data=None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(
+        env["PREFECT_API_URL"] + path,
+        method=method,
+        headers={"Content-Type": "application/json"},
+        data=None if body is None else json.dumps(body).encode(),
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -153,8 +172,12 @@ def _toy_repo(path: Path, env: dict, files: dict[str, str]) -> Path:
 
 
 def _deployment_exists(env, cwd, name):
-    return lambda: subprocess.run([str(BIN / "prefect"), "deployment", "inspect", name], cwd=cwd, env=env,
-                                  capture_output=True).returncode == 0
+    return lambda: (
+        subprocess.run(
+            [str(BIN / "prefect"), "deployment", "inspect", name], cwd=cwd, env=env, capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_served_full_run_on_tiny_profile_then_nothing_to_do(prefect, tmp_path):
@@ -165,8 +188,21 @@ def test_served_full_run_on_tiny_profile_then_nothing_to_do(prefect, tmp_path):
         for name in ("simgan/gaze", "simgan/hand"):
             assert _deployment_exists(env, repo, name)()
         # the first run refines on a 2-process Dask LocalCluster through prefect-dask
-        first = _run([str(BIN / "prefect"), "deployment", "run", "simgan/full", "--watch",
-                      "--params", json.dumps({"dask_workers": 2, "shards": 2})], repo, env, timeout=2400, check=False)
+        first = _run(
+            [
+                str(BIN / "prefect"),
+                "deployment",
+                "run",
+                "simgan/full",
+                "--watch",
+                "--params",
+                json.dumps({"dask_workers": 2, "shards": 2}),
+            ],
+            repo,
+            env,
+            timeout=2400,
+            check=False,
+        )
         assert first.returncode == 0, first.stdout[-4000:] + (tmp_path / "serve.log").read_text()[-6000:]
         statuses = _stage_statuses(env, repo)
         assert len(statuses) == 30 and all(s.startswith("ran") for s in statuses.values()), statuses
@@ -191,8 +227,10 @@ def test_served_full_run_on_tiny_profile_then_nothing_to_do(prefect, tmp_path):
     t0 = time.perf_counter()
     _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     dvc_s = time.perf_counter() - t0
-    print(f"\nup-to-date run: prefect deployment run --watch {flow_s:.1f} s, dvc repro {dvc_s:.1f} s, "
-          f"added {flow_s - dvc_s:.1f} s (load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"\nup-to-date run: prefect deployment run --watch {flow_s:.1f} s, dvc repro {dvc_s:.1f} s, "
+        f"added {flow_s - dvc_s:.1f} s (load average {os.getloadavg()[0]:.1f})"
+    )
 
 
 TOY_DVC_YAML = """\
@@ -230,8 +268,12 @@ def test_dvc_lock_held_when_the_flow_starts_is_retried(prefect, tmp_path):
     cmd = [sys.executable, "-m", "flows.pipeline", "--repo", str(toy), "--retry-delay-s", "2"]
     with background(cmd, ROOT, env, log) as proc:
         try:
-            _wait_for(lambda: "Unable to acquire lock" in log.read_text() or proc.poll() is not None, 600,
-                      "the flow's first status query", log)
+            _wait_for(
+                lambda: "Unable to acquire lock" in log.read_text() or proc.poll() is not None,
+                600,
+                "the flow's first status query",
+                log,
+            )
         finally:
             holder.close()
         rc = proc.wait(600)
@@ -283,19 +325,43 @@ def test_killed_flow_run_leaves_no_task_running(prefect, tmp_path):
     serve_log = tmp_path / "serve.log"
     with background([sys.executable, "-m", "flows.serve", "--poll", "1"], code, env, serve_log):
         _wait_for(_deployment_exists(env, code, "simgan/full"), 300, "served deployments", serve_log)
-        r = _run([prefect_cli, "deployment", "run", "simgan/full", "--params",
-                  json.dumps({"repo": str(toy), "compare_rev": None})], code, env)
+        r = _run(
+            [
+                prefect_cli,
+                "deployment",
+                "run",
+                "simgan/full",
+                "--params",
+                json.dumps({"repo": str(toy), "compare_rev": None}),
+            ],
+            code,
+            env,
+        )
         flow_run = _flow_run_id(r.stdout)
         _wait_for((tmp_path / "pids").exists, 600, "the slow stage to start", serve_log)
         stage_pid, dvc_pid = map(int, (tmp_path / "pids").read_text().split())
         flow_pid = _ppid(dvc_pid)
-        _wait_for(lambda: any(t["name"] == "slow" and t["state_type"] == "RUNNING" for t in _task_runs(env, flow_run)),
-                  120, "the slow task run to be RUNNING", serve_log)
+        _wait_for(
+            lambda: any(t["name"] == "slow" and t["state_type"] == "RUNNING" for t in _task_runs(env, flow_run)),
+            120,
+            "the slow task run to be RUNNING",
+            serve_log,
+        )
         os.kill(flow_pid, signal.SIGKILL)
-        _wait_for(lambda: _api(env, "GET", f"/flow_runs/{flow_run}")["state_type"] == "CRASHED", 300,
-                  "the flow run to be reported CRASHED", serve_log)
-        _wait_for(lambda: all(t["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-                              for t in _task_runs(env, flow_run)), 120, "every task run to end", serve_log)
+        _wait_for(
+            lambda: _api(env, "GET", f"/flow_runs/{flow_run}")["state_type"] == "CRASHED",
+            300,
+            "the flow run to be reported CRASHED",
+            serve_log,
+        )
+        _wait_for(
+            lambda: all(
+                t["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for t in _task_runs(env, flow_run)
+            ),
+            120,
+            "every task run to end",
+            serve_log,
+        )
         _wait_for(lambda: not _alive(stage_pid), 120, "the stage command to be stopped", serve_log)
     runs = {t["name"]: t["state_type"] for t in _task_runs(env, flow_run)}
     assert runs["slow"] == "CRASHED", runs
@@ -314,16 +380,28 @@ def test_worker_from_prefect_yaml_retries_a_failing_stage(prefect, tmp_path):
     _run([prefect_cli, "deploy", "--all"], code, env)
     params = {"repo": str(toy), "retry_delay_s": 0.5, "compare_rev": None}
     with background([prefect_cli, "worker", "start", "--pool", "simgan-pool"], code, env, tmp_path / "worker.log"):
-        r = _run([prefect_cli, "deployment", "run", "simgan/full", "--watch", "--params", json.dumps(params)], code, env,
-                 timeout=900, check=False)
+        r = _run(
+            [prefect_cli, "deployment", "run", "simgan/full", "--watch", "--params", json.dumps(params)],
+            code,
+            env,
+            timeout=900,
+            check=False,
+        )
         assert r.returncode == 0, r.stdout[-3000:] + (tmp_path / "worker.log").read_text()[-6000:]
         assert (tmp_path / "attempts.txt").read_text().count("attempt") == 2  # failed once, retried once
         assert (toy / "b.txt").read_text() == "ab"
         assert _stage_statuses(env, code) == {"make": "ran", "flaky": "ran"}
-        r = _run([prefect_cli, "deployment", "run", "simgan/full", "--watch", "--params", json.dumps(params)], code, env,
-                 timeout=900)
+        r = _run(
+            [prefect_cli, "deployment", "run", "simgan/full", "--watch", "--params", json.dumps(params)],
+            code,
+            env,
+            timeout=900,
+        )
         assert _stage_statuses(env, code) == {"make": "up to date", "flaky": "up to date"}
         # one task run per up-to-date stage, named like the stage (was: one for all)
         stage_runs = [t for t in _task_runs(env, _flow_run_id(r.stdout)) if t["task_key"].startswith("up_to_date")]
-        assert sorted((t["name"], t["state_type"]) for t in stage_runs) == [("flaky", "COMPLETED"), ("make", "COMPLETED")]
+        assert sorted((t["name"], t["state_type"]) for t in stage_runs) == [
+            ("flaky", "COMPLETED"),
+            ("make", "COMPLETED"),
+        ]
     assert (tmp_path / "attempts.txt").read_text().count("attempt") == 2

@@ -61,8 +61,10 @@ def test_apply_keeps_comments_order_and_every_untouched_line(tmp_path, profile):
 
 def test_apply_of_the_values_already_there_changes_no_byte(tmp_path):
     profile = tmp_path / "same.yaml"
-    profile.write_text("profile: default\ndata:\n  gaze: {seed: 100, folder: {size: 35x55}}\ngan:\n  gaze:\n"
-                       "    train: {lr: 0.0002, betas: [0.5, 0.999]}\n")
+    profile.write_text(
+        "profile: default\ndata:\n  gaze: {seed: 100, folder: {size: 35x55}}\ngan:\n  gaze:\n"
+        "    train: {lr: 0.0002, betas: [0.5, 0.999]}\n"
+    )
     before, after = applied(tmp_path, profile)
     assert after == before
 
@@ -87,8 +89,11 @@ def test_paper_profile_builds_exactly_the_papers_networks(tmp_path, task):
     assert with_defaults(Refiner, refiner) == with_defaults(Refiner, refiner_preset(task, "paper"))
     assert with_defaults(Discriminator, disc) == with_defaults(Discriminator, discriminator_preset(task, "paper"))
     # the paper's refiner: no residual skip, zero padding, no noise input; local adversarial loss
-    assert (refiner.get("residual", False), refiner.get("padding_mode", "zeros"), refiner.get("noise_channels", 0)) == \
-        (False, "zeros", 0)
+    assert (refiner.get("residual", False), refiner.get("padding_mode", "zeros"), refiner.get("noise_channels", 0)) == (
+        False,
+        "zeros",
+        0,
+    )
     assert disc.get("global_output", False) is False
 
 
@@ -98,8 +103,12 @@ def test_paper_profile_trains_with_the_papers_settings(tmp_path, task, pretrain_
     cfg = train_config(task, Params(yaml.safe_load(after)))
     # Algorithm 1: R on self-regularization alone, then D alone for 200 steps, then K_g = 2 refiner
     # updates per K_d = 1 discriminator update, with the history buffer; sec. 3.1: lr 0.001, batch 512
-    assert (cfg.pretrain_refiner_steps, cfg.pretrain_discriminator_steps, cfg.k_g, cfg.k_d) == \
-        (pretrain_refiner_steps, 200, 2, 1)
+    assert (cfg.pretrain_refiner_steps, cfg.pretrain_discriminator_steps, cfg.k_g, cfg.k_d) == (
+        pretrain_refiner_steps,
+        200,
+        2,
+        1,
+    )
     assert (cfg.lr, cfg.batch_size, cfg.psi, cfg.crop) == (0.001, 512, "identity", 0)
     assert cfg.history_size >= cfg.batch_size
     header = (ROOT / "profiles/paper.yaml").read_text().splitlines()[0]
