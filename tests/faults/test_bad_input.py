@@ -58,7 +58,11 @@ PARAMS_CASES = {
         _train(batch_size="eight"),
         ["params.yaml", "'gan.gaze.train.batch_size'", "expected int", "'eight'"],
     ),
-    "bool as text": ("pretrain", _train(bf16="yes please"), ["params.yaml", "'gan.gaze.train.bf16'", "expected true, false or 'auto'"]),
+    "bool as text": (
+        "pretrain",
+        _train(bf16="yes please"),
+        ["params.yaml", "'gan.gaze.train.bf16'", "expected true, false or 'auto'"],
+    ),
     "misspelt key": (
         "pretrain",
         _train(learnin_rate=0.1),
