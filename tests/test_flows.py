@@ -205,7 +205,7 @@ def test_served_full_run_on_tiny_profile_then_nothing_to_do(prefect, tmp_path):
         )
         assert first.returncode == 0, first.stdout[-4000:] + (tmp_path / "serve.log").read_text()[-6000:]
         statuses = _stage_statuses(env, repo)
-        assert len(statuses) == 30 and all(s.startswith("ran") for s in statuses.values()), statuses
+        assert len(statuses) == 32 and all(s.startswith("ran") for s in statuses.values()), statuses
         assert statuses["refine@gaze"] == statuses["refine@hand"] == "ran (dask)"
         for task in ("gaze", "hand"):
             m = json.loads((repo / "metrics" / f"{task}.json").read_text())

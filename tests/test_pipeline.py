@@ -135,7 +135,7 @@ def test_second_repro_does_nothing(tiny_run):
 def test_downstream_param_change_reruns_only_dependents(tiny_run):
     repo, _ = tiny_run
     params = (repo / "params.yaml").read_text()
-    changed = re.sub(r"(gaze:\n    base_n: 64\n    steps: )5", r"\g<1>6", params)
+    changed = re.sub(r"(gaze:\n    base_n: 64[^\n]*\n    steps: )5", r"\g<1>6", params)
     assert changed != params
     (repo / "params.yaml").write_text(changed)
     out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
