@@ -109,6 +109,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun_train_estimator() -> list[str]:
+    """torchrun of the estimator entry point on 2 local ranks, a free port each time."""
+    return [
+        str(BIN / "torchrun"),
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "simgan.distributed",
+        "train-estimator",
+    ]
+
+
 TINY_GAZE = {"steps": 4, "batch_size": 16, "lr": 1e-3, "net": {"width": 0.25, "fc": 64}, "log_every": 2}
 
 
@@ -226,18 +244,7 @@ def test_torchrun_two_gloo_processes_train_like_one(tmp_path):
         str(tmp_path / "one.json"),
     ]
     two = [
-        str(BIN / "torchrun"),
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "simgan.distributed",
-        "train-estimator",
+        *_torchrun_train_estimator(),
         *args,
         "--out",
         str(tmp_path / "two.pt"),
@@ -314,18 +321,7 @@ def test_torchrun_trains_a_user_task_from_its_label_columns(tmp_path):
         blobs={"head": "regression", "steps": 3, "batch_size": 8, "lr": 1e-3, "net": {"width": 0.25}},
     )
     cmd = [
-        str(BIN / "torchrun"),
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "simgan.distributed",
-        "train-estimator",
+        *_torchrun_train_estimator(),
         "--task",
         "blobs",
         "--data",
