@@ -40,9 +40,31 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_kind() -> str:
+    """The CPU's bf16 class, which picks oneDNN's kernels, and so bf16's speed and a trained
+    network's bits: "amx", "avx512_bf16" (no AMX), "avx512", "avx2" or "other"."""
+    from simgan.device import cpu_has_amx
+
+    if cpu_has_amx():
+        return "amx"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux: no flags known
+        flags = set()
+    for flag in ("avx512_bf16", "avx512f", "avx2"):
+        if flag in flags:
+            return flag.removesuffix("f")
+    return "other"
+
+
 def machine() -> dict:
+    from simgan.device import resolve_bf16
+
     info = {
         "cpu_model": cpu_model(),
+        # amx | avx512_bf16 | avx512 | avx2: oneDNN's kernels, so bf16's speed and the bits
+        "cpu_kind": cpu_kind(),
+        "bf16_auto": resolve_bf16("auto", "cpu"),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,3 +33,30 @@ def test_a_bad_bf16_value_names_the_key():
         p.get("refine.bf16", (bool, str), bf16_setting)
     with pytest.raises(ValueError, match="bf16"):
         resolve_bf16("fast", "cpu")
+
+
+@pytest.mark.parametrize(
+    "flags, kind",
+    [
+        ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "amx"),
+        ("fpu avx2 avx512f avx512_bf16 amx_bf16", "avx512_bf16"),  # tiles missing: no AMX
+        ("fpu avx2 avx512f", "avx512"),
+        ("fpu sse4_2 avx2", "avx2"),
+        ("fpu sse4_2", "other"),
+    ],
+)
+def test_benchmarks_name_the_cpu_kind_from_its_flags(monkeypatch, tmp_path, flags, kind):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from benchmarks import common
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"flags\t\t: {flags}\n")
+    real_path = common.Path
+    monkeypatch.setattr(common, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setattr(device_mod, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    device_mod.cpu_has_amx.cache_clear()
+    try:
+        assert common.cpu_kind() == kind
+        assert common.machine()["cpu_kind"] == kind
+    finally:
+        device_mod.cpu_has_amx.cache_clear()
