@@ -197,31 +197,6 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     ]
 
 
-@pytest.mark.slow
-def test_the_projects_own_pipeline_on_the_tiny_profile(tmp_path, capsys):
-    """The real dvc.yaml (foreach stages, folder deps, uncached report outputs): after a real
-    `dvc repro`, a clone passes; a code or params edit names the stages and the key."""
-    from test_pipeline import _run, copy_repo
-
-    src = copy_repo(tmp_path / "src")
-    _run([sys.executable, "-m", "dvc", "repro"], src)
-    _run(["git", "add", "-A"], src)
-    _run(["git", "commit", "-qm", "tiny run"], src)
-    c = clone(src, tmp_path / "clone")
-    rc, out = lock_check(c, capsys)
-    assert rc == 0, out
-    (c / "simgan" / "losses.py").write_text((c / "simgan" / "losses.py").read_text() + "\n# edited\n")
-    text = (c / "params.yaml").read_text()
-    (c / "params.yaml").write_text(re.sub(r"(\n      lam: )10\.0", r"\g<1>3.0", text, count=1))
-    rc, out = lock_check(c, capsys)
-    assert rc == 1
-    lines = out.splitlines()
-    for stage in ("pretrain@gaze", "adversarial@gaze", "pretrain@hand", "adversarial@hand"):
-        assert f"  {stage}: dep simgan/losses.py modified" in lines, out
-    assert "  pretrain@gaze: param gan.gaze.train.lam: 10.0 in dvc.lock, 3.0 in params.yaml" in lines, out
-    assert not any(line.startswith(("  pretrain@hand: param", "  estimator@", "  refine@")) for line in lines), out
-
-
 # --- .ci/run -------------------------------------------------------------------------------------
 
 

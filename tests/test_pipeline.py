@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+# One tiny `dvc repro` (the module fixture) serves every test here: the group keeps them on one
+# xdist worker (`--dist loadgroup`), where a plain `-n 2` could run the fixture on both.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 
 def _env() -> dict:
@@ -130,6 +132,32 @@ def test_second_repro_does_nothing(tiny_run):
     repo, _ = tiny_run
     again = _run([sys.executable, "-m", "dvc", "repro"], repo)
     assert _ran_stages(again.stdout) == set(), again.stdout
+
+
+def test_lock_check_passes_on_a_clone_then_names_each_edit(tiny_run, tmp_path, capsys):
+    """The real dvc.yaml (foreach stages, folder deps, uncached report outputs): after a real
+    `dvc repro`, a clone passes `simgan lock-check`; a code or params edit names the stages and
+    the key."""
+    from test_ci import clone, lock_check
+
+    repo, _ = tiny_run
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "tiny run"], repo)
+    c = clone(repo, tmp_path / "clone")
+    rc, out = lock_check(c, capsys)
+    assert rc == 0, out
+    (c / "simgan" / "losses.py").write_text((c / "simgan" / "losses.py").read_text() + "\n# edited\n")
+    text = (c / "params.yaml").read_text()
+    edited = re.sub(r"(\n      lam: )10\.0", r"\g<1>3.0", text, count=1)
+    assert edited != text
+    (c / "params.yaml").write_text(edited)
+    rc, out = lock_check(c, capsys)
+    assert rc == 1
+    lines = out.splitlines()
+    for stage in ("pretrain@gaze", "adversarial@gaze", "pretrain@hand", "adversarial@hand"):
+        assert f"  {stage}: dep simgan/losses.py modified" in lines, out
+    assert "  pretrain@gaze: param gan.gaze.train.lam: 10.0 in dvc.lock, 3.0 in params.yaml" in lines, out
+    assert not any(line.startswith(("  pretrain@hand: param", "  estimator@", "  refine@")) for line in lines), out
 
 
 def test_downstream_param_change_reruns_only_dependents(tiny_run):
