@@ -35,6 +35,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,10 @@ def _env() -> dict:
 
 def stream(cmd: list[str], cwd: Path, logger) -> float:
     """Run `cmd`, every output line into `logger` as it comes; raise on a non-zero exit.
-    Returns the seconds it took. The command's process group dies with this one."""
+    Returns the seconds it took. The command runs in a process group of its own, which is stopped
+    once the command has exited, so that a `dvc repro` killed mid-stage (out of memory, kill -9)
+    fails its task at once: its stage command would otherwise hold the output pipe, and this
+    task, open until that command ended."""
     logger.info("$ %s", " ".join(cmd))
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -81,6 +85,8 @@ def stream(cmd: list[str], cwd: Path, logger) -> float:
         bufsize=1,
         start_new_session=True,
     )
+    reaper = threading.Thread(target=_stop_group_after_exit, args=(proc,), daemon=True)
+    reaper.start()
     tail: list[str] = []
     try:
         for line in proc.stdout:
@@ -96,6 +102,19 @@ def stream(cmd: list[str], cwd: Path, logger) -> float:
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd[2:])} failed with exit status {rc}:\n" + "\n".join(tail[-8:]))
     return time.perf_counter() - t0
+
+
+def _stop_group_after_exit(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Once `proc` has exited, SIGTERM and then SIGKILL what is left of its process group."""
+    proc.wait()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the group is empty: nothing left behind
+            return
+        deadline = time.monotonic() + grace_s
+        while sig == signal.SIGTERM and _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _results(repo: Path, stages: list[str], status: str, seconds: float = 0.0) -> list[dict]:

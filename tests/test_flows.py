@@ -418,3 +418,22 @@ def test_worker_from_prefect_yaml_retries_a_failing_stage(prefect, tmp_path):
             ("make", "COMPLETED"),
         ]
     assert (tmp_path / "attempts.txt").read_text().count("attempt") == 2
+
+
+def test_a_killed_command_fails_its_task_at_once_and_leaves_nothing_running(tmp_path, monkeypatch):
+    """The command (`dvc repro` in a flow) dies by SIGKILL while a child it started holds the output
+    pipe: stream() raises with the exit status in seconds and stops the child (was: the task
+    waited for the child, here 120 s; for a stage, the whole stage)."""
+    import logging
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    from flows.pipeline import stream
+
+    pid_file = tmp_path / "child"
+    script = f"sleep 120 & echo $! > {pid_file}; echo started; kill -9 $$"
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"failed with exit status -9:\nstarted"):
+        stream(["bash", "-c", script], tmp_path, logging.getLogger("test"))
+    assert time.monotonic() - t0 < 60
+    child = int(pid_file.read_text())
+    _wait_for(lambda: not _alive(child), 30, "the child to be stopped")
