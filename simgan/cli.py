@@ -15,6 +15,13 @@ from collections.abc import Iterator
 
 from simgan.io import SimganError
 
+DESCRIPTION = """\
+S+U learning (Shrivastava et al., CVPR 2017): make simulator images look real while keeping their
+labels. These commands make, import, look at, refine and export data sets and compare runs; the
+whole pipeline is `make repro` (dvc repro) in the repository, or `prefect deployment run simgan/full`.
+"""
+EPILOG = "Run `simgan COMMAND --help` for a command's options. Docs: README.md and docs/ in the repository."
+
 COMMAND_MODULES = [
     "simgan.sim.cli",  # simulate, show
     "simgan.data.cli",  # import, download, export
@@ -24,8 +31,23 @@ COMMAND_MODULES = [
 ]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("simgan")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simgan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="simgan",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

@@ -493,3 +493,19 @@ def test_interrupt_dropped_inside_a_finalizer_is_delivered_again():
         while time.monotonic() < deadline:
             time.sleep(0.01)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_help_says_what_simgan_is_and_version_prints_the_installed_one(capsys):
+    from importlib.metadata import version
+
+    from simgan.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "S+U learning" in out and "make repro" in out and "simgan COMMAND --help" in out
+    assert "registers its own subcommand" not in out  # the developer docstring stays out of --help
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"simgan {version('simgan')}\n"
