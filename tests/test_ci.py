@@ -200,7 +200,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 # --- .ci/run -------------------------------------------------------------------------------------
 
 
-def ci_run(repo: Path, tmp_path: Path, make_rc: int = 0, lock_gate: str = "1") -> subprocess.CompletedProcess:
+def ci_run(repo: Path, tmp_path: Path, make_rc: int = 0, lock_gate: str | None = None) -> subprocess.CompletedProcess:
     """`bash .ci/run` in `repo` with a `make` that only reports that it ran, and a .venv/bin/simgan
     that runs this checkout's simgan."""
     shims = tmp_path / "shims"
@@ -211,7 +211,10 @@ def ci_run(repo: Path, tmp_path: Path, make_rc: int = 0, lock_gate: str = "1") -
     simgan.parent.mkdir(parents=True, exist_ok=True)
     simgan.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m simgan.cli "$@"\n')
     simgan.chmod(0o755)
-    env = dict(ENV, PATH=f"{shims}{os.pathsep}{ENV['PATH']}", PYTHONPATH=str(ROOT), LOCK_GATE=lock_gate)
+    env = dict(ENV, PATH=f"{shims}{os.pathsep}{ENV['PATH']}", PYTHONPATH=str(ROOT))
+    env.pop("LOCK_GATE", None)
+    if lock_gate is not None:
+        env["LOCK_GATE"] = lock_gate
     return subprocess.run(
         ["bash", ".ci/run"], cwd=repo, env=env, capture_output=True, text=True, timeout=600, check=False
     )
@@ -259,7 +262,7 @@ def test_ci_fails_on_a_stale_lock_before_comparing(toy, tmp_path):
     assert "== simgan compare" not in r.stdout
 
 
-def test_ci_reports_a_stale_lock_without_gating_by_default(toy, tmp_path):
+def test_ci_with_lock_gate_0_reports_a_stale_lock_without_failing(toy, tmp_path):
     (toy / "evaluate.py").write_text(toy.joinpath("evaluate.py").read_text() + "# no rerun\n")
     commit_all(toy, "code edit, no rerun")
     r = ci_run(clone(toy, tmp_path / "clone"), tmp_path, lock_gate="0")
