@@ -9,6 +9,12 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+# `import dvc` sets up DVC's log handlers on the sys.stdout/stderr of that moment (dvc/__init__.py).
+# Imported first inside a test that captures output (capsys, an in-process `simgan lock-check`),
+# they write to that test's closed capture stream ever after, and every later in-process DVC use in
+# the worker (dvclive in the adversarial stage) fails with "I/O operation on closed file". Imported
+# here, they bind to the session's capture, which stays open.
+import dvc  # noqa: F401
 import torch
 
 torch.set_num_threads(1)
