@@ -70,7 +70,7 @@ def _run(args, cwd, env, timeout=1200, check=True):
     return r
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: xdist interleaves other modules, which tore it down
 def prefect(tmp_path_factory):
     """A Prefect server for this module; yields the environment that points clients at it."""
     home = tmp_path_factory.mktemp("prefect_home")

@@ -68,7 +68,7 @@ def _ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: xdist interleaves other modules, which tore it down
 def tiny_run(tmp_path_factory):
     repo = copy_repo(tmp_path_factory.mktemp("repo"))
     first = _run([sys.executable, "-m", "dvc", "repro"], repo)
@@ -163,13 +163,11 @@ def test_lock_check_passes_on_a_clone_then_names_each_edit(tiny_run, tmp_path, c
 def test_downstream_param_change_reruns_only_dependents(tiny_run):
     repo, _ = tiny_run
     params = (repo / "params.yaml").read_text()
-    changed = re.sub(r"(gaze:\n    base_n: 64[^\n]*\n    steps: )5", r"\g<1>6", params)
+    changed = params.replace("knn_k: 5,", "knn_k: 3,", 1)  # evaluate.gaze: the last numeric stage
     assert changed != params
     (repo / "params.yaml").write_text(changed)
     out = _run([sys.executable, "-m", "dvc", "repro"], repo).stdout
-    ran = _ran_stages(out)
-    assert ran and all(s.startswith(("estimator@gaze-", "evaluate@gaze", "report")) for s in ran), ran
-    assert not any(s.startswith(("prepare", "pretrain", "adversarial", "refine", "estimator@hand")) for s in ran)
+    assert _ran_stages(out) == {"evaluate@gaze", "report"}, out
 
 
 def test_ablation_as_dvc_experiment_is_compared_like_a_commit(tiny_run):
