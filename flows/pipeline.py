@@ -105,16 +105,9 @@ def stream(cmd: list[str], cwd: Path, logger) -> float:
 
 
 def _stop_group_after_exit(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Once `proc` has exited, SIGTERM and then SIGKILL what is left of its process group."""
+    """Once `proc` has exited, stop what is left of its process group."""
     proc.wait()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:  # the group is empty: nothing left behind
-            return
-        deadline = time.monotonic() + grace_s
-        while sig == signal.SIGTERM and _group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+    _stop_groups({proc.pid}, grace_s)
 
 
 def _results(repo: Path, stages: list[str], status: str, seconds: float = 0.0) -> list[dict]:
@@ -311,20 +304,26 @@ def _stop_commands(flow_run_id: str, grace_s: float = 10.0) -> list[int]:
         except (OSError, ValueError):  # gone, or not ours to read
             continue
     groups.discard(os.getpgrp())  # run in the flow-run process itself: its commands only
-    found, deadline = sorted(groups), time.monotonic() + grace_s
+    found = sorted(groups)
+    _stop_groups(groups, grace_s)
+    return found
+
+
+def _stop_groups(groups: set[int], grace_s: float) -> None:
+    """SIGTERM every process group, then after `grace_s` SIGKILL those still alive."""
+    deadline = time.monotonic() + grace_s
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = set()
         for group in groups:
             try:
                 os.killpg(group, sig)
                 alive.add(group)
-            except ProcessLookupError:
+            except ProcessLookupError:  # the group is empty: nothing left behind
                 pass
         while sig == signal.SIGTERM and alive and time.monotonic() < deadline:
             time.sleep(0.2)
             alive = {g for g in alive if _group_alive(g)}
         groups = alive
-    return found
 
 
 def _group_alive(group: int) -> bool:

@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# One Prefect server (the module fixture) for every test here, on one xdist worker (`--dist loadgroup`).
+# One Prefect server (the `prefect` fixture) for every test here, on one xdist worker (`--dist loadgroup`).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect")]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# One tiny `dvc repro` (the module fixture) serves every test here: the group keeps them on one
+# One tiny `dvc repro` (the `tiny_run` fixture) serves every test here: the group keeps them on one
 # xdist worker (`--dist loadgroup`), where a plain `-n 2` could run the fixture on both.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
