@@ -30,6 +30,7 @@ Run without a server or deployment: `python -m flows.pipeline [--targets 'refine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -190,22 +191,30 @@ def refine_shard_task(
 
 @flow(name="simgan-refine-sharded", flow_run_name="refine {stage} on dask")
 def refine_on_dask(stage: str, repo: str, shards: int | None, threads: int | None) -> int:
-    """The refine stage's output computed shard by shard on the flow's Dask task runner."""
-    from simgan.config import Params
+    """The refine stage's outputs (one refined set per replicate) computed shard by shard on the
+    flow's Dask task runner; every replicate's shards are submitted at once."""
+    from simgan.config import Params, seeds_param
     from simgan.distributed import combine_shards, shard_dir, shard_jobs
     from simgan.refine import refine_settings
 
-    s = refine_settings(Params.load(Path(repo) / "params.yaml"), stage.removeprefix(REFINE_PREFIX), repo)
-    src, dst, refiner = s.pop("src"), s.pop("dst"), s.pop("refiner")
-    with shard_dir(dst) as folder:
-        jobs = shard_jobs(src, dst, shards or 8, folder)
-        futures = [
-            refine_shard_task.submit(stage=stage, refiner=refiner, threads=threads, kwargs=s, **job) for job in jobs
-        ]
-        paths = [f.result() for f in futures]
-        n = combine_shards(paths, dst)
-    get_run_logger().info("%s: %d rows in %d shards -> %s", stage, n, len(jobs), dst)
-    return n
+    p = Params.load(Path(repo) / "params.yaml")
+    task = stage.removeprefix(REFINE_PREFIX)
+    total = 0
+    with contextlib.ExitStack() as stack:
+        pending = []
+        for seed in seeds_param(p):
+            s = refine_settings(p, task, seed, repo)
+            src, dst, refiner = s.pop("src"), s.pop("dst"), s.pop("refiner")
+            jobs = shard_jobs(src, dst, shards or 8, stack.enter_context(shard_dir(dst)))
+            futures = [
+                refine_shard_task.submit(stage=stage, refiner=refiner, threads=threads, kwargs=s, **job) for job in jobs
+            ]
+            pending.append((dst, jobs, futures))
+        for dst, jobs, futures in pending:
+            n = combine_shards([f.result() for f in futures], dst)
+            get_run_logger().info("%s: %d rows in %d shards -> %s", stage, n, len(jobs), dst)
+            total += n
+    return total
 
 
 def _dask_runner(address: str | None, workers: int):

@@ -210,3 +210,18 @@ def register(subparsers) -> None:
         return 0
 
     o.set_defaults(func=overrides)
+
+
+def seeds_param(p: Params) -> list[int]:
+    """params.yaml's `seeds`: the distinct integer seeds of the whole-pipeline replicates (each its
+    own GAN, refined set and estimators), which every comparison is repeated and paired over. A
+    repeated seed would train the same replicate twice and report its std as if it were a spread
+    over replicates; a seed is added to the base seeds of the GAN and the refinement, which numpy
+    and torch take >= 0."""
+    seeds = p.get("seeds", list)
+    if len(seeds) < 1 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ParamsError(f"{p.path}: key 'seeds': expected a non-empty list of integers >= 0, got {seeds!r}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ParamsError(f"{p.path}: key 'seeds': expected distinct seeds, got {seeds!r} ({repeated[0]} repeated)")
+    return seeds

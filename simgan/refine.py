@@ -25,7 +25,7 @@ from simgan.config import Params, bf16_setting, device_param, non_negative, posi
 from simgan.data.format import LABELS_GROUP, DatasetWriter, images_to_tensor, open_dataset, tensor_to_images
 from simgan.device import autocast, memory_format, resolve_device
 from simgan.io import SimganError
-from simgan.layout import data_path, refiner_path
+from simgan.layout import data_path, refined_path, refiner_path
 
 
 def row_noise(refiner: torch.nn.Module, first_row: int, x: torch.Tensor, seed: int) -> torch.Tensor | None:
@@ -206,31 +206,37 @@ def refine_dataset(
     return stop - start
 
 
-def refine_settings(p: Params, task: str, root: str | os.PathLike = ".") -> dict:
-    """src, dst, refiner (the model file's path) and refine_dataset's keyword arguments for task
-    `task` from params.yaml's `refine` section: one reading for the refine stage, the sharded
-    refinement (`simgan refine`) and the Prefect flow's, so all three write the same file. Paths
-    are under `root` (the repository); `refined_from` is the source as the stage names it.
+def refine_settings(p: Params, task: str, replicate: int, root: str | os.PathLike = ".") -> dict:
+    """src, dst, refiner (the model file's path) and refine_dataset's keyword arguments for
+    replicate `replicate` of task `task` from params.yaml's `refine` section: one reading for the
+    refine stage, the sharded refinement (`simgan refine`) and the Prefect flow's, so all three
+    write the same file. Paths are under `root` (the repository); `refined_from` is the source as
+    the stage names it. The noise input's seed is refine.seed + replicate.
 
     The refiner file must be the one trained for `task` (its `task` key): a refiner of another
     task is an error here, before any image is refined."""
     root = Path(root)
-    refiner = root / refiner_path(task)
+    refiner = root / refiner_path(task, replicate)
     if not refiner.exists():
         raise SimganError(
-            f"{refiner}: file not found; expected the trained refiner of task {task!r} "
+            f"{refiner}: file not found; expected the trained refiner of task {task!r}, replicate {replicate} "
             f"(`dvc repro adversarial@{task}` writes it)"
         )
     steps = int(load_refiner_state(refiner, task).get("steps", -1))
+    noise_seed = p.get("refine.seed", int, non_negative, default=0) + replicate
     return dict(
         src=str(root / data_path(task, "synthetic")),
-        dst=str(root / data_path(task, "refined")),
+        dst=str(root / refined_path(task, replicate)),
         refiner=str(refiner),
         batch_size=p.get("refine.batch_size", int, positive),
         device=device_param(p, "refine.device"),
         bf16=p.get("refine.bf16", (bool, str), bf16_setting),
         channels_last=p.get("refine.channels_last", bool),
         compile=p.get("refine.compile", bool, default=False),
-        noise_seed=p.get("refine.seed", int, non_negative, default=0),
-        extra_attrs={"refiner_steps": steps, "refined_from": str(data_path(task, "synthetic"))},
+        noise_seed=noise_seed,
+        extra_attrs={
+            "refiner_steps": steps,
+            "refined_from": str(data_path(task, "synthetic")),
+            "replicate": replicate,
+        },
     )

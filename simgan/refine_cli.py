@@ -1,11 +1,11 @@
-"""`simgan refine TASK`: the refine@<task> stage's output fanned out over row shards on a Dask
-cluster; the same file, byte for byte in every key, as `dvc repro refine@<task>`
-(simgan/distributed.py says why).
+"""`simgan refine TASK`: the refine@<task> stage's outputs (one refined set per replicate, the
+seeds of params.yaml `seeds`) fanned out over row shards on a Dask cluster; the same files, byte
+for byte in every key, as `dvc repro refine@<task>` (simgan/distributed.py says why).
 
     simgan refine gaze --workers 2                            # a LocalCluster on this machine
     simgan refine gaze --address tcp://HOST:8786 [--shards 16]
 
-Run it in the repository root (it reads params.yaml's `refine` section and models/<task>/refiner.pt
+Run it in the repository root (it reads params.yaml's `refine` section and models/<task>/refiners/
 like the stage), then `dvc commit -f refine@<task>` records the result in dvc.lock (the Prefect
 flow does both when given a Dask cluster, docs/scale.md). This module imports torch and Dask only
 when the command runs, so the other `simgan` commands never pay for them."""
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from simgan.layout import data_path
+from simgan.layout import refined_dir
 
 
 def _at_least_one(text: str) -> int:
@@ -28,26 +28,35 @@ def _at_least_one(text: str) -> int:
 def refine_on_cluster(
     task: str, address: str | None = None, workers: int | None = None, shards: int | None = None, root: str = "."
 ) -> int:
-    """Refine task `task`'s synthetic set as its refine stage would, on the Dask scheduler at
-    `address` or on a LocalCluster of `workers` one-thread processes; returns rows written."""
+    """Refine task `task`'s synthetic set through every replicate's refiner as its refine stage
+    would, on the Dask scheduler at `address` or on a LocalCluster of `workers` one-thread
+    processes; returns rows written (all replicates)."""
     from distributed import Client, LocalCluster
 
-    from simgan.config import Params
+    from simgan.config import Params, seeds_param
     from simgan.distributed import refine_sharded
     from simgan.refine import refine_settings
 
-    s = refine_settings(Params.load(Path(root) / "params.yaml"), task, root)
-    src, dst, refiner = s.pop("src"), s.pop("dst"), s.pop("refiner")
+    p = Params.load(Path(root) / "params.yaml")
+    settings = [refine_settings(p, task, seed, root) for seed in seeds_param(p)]
+
+    def refine_all(client) -> int:
+        n = 0
+        for s in settings:
+            s = dict(s)
+            n += refine_sharded(s.pop("src"), s.pop("dst"), s.pop("refiner"), client=client, shards=shards, **s)
+        return n
+
     if address:
         with Client(address) as client:
-            return refine_sharded(src, dst, refiner, client=client, shards=shards, **s)
+            return refine_all(client)
     with (
         LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
         ) as cluster,
         Client(cluster) as client,
     ):
-        return refine_sharded(src, dst, refiner, client=client, shards=shards, **s)
+        return refine_all(client)
 
 
 def register(subparsers) -> None:
@@ -67,7 +76,7 @@ def register(subparsers) -> None:
 
     def run(args) -> int:
         n = refine_on_cluster(args.task, address=args.address, workers=args.workers, shards=args.shards)
-        print(f"refine {args.task}: {n} images -> {data_path(args.task, 'refined')} (sharded)")
+        print(f"refine {args.task}: {n} images -> {refined_dir(args.task)}/ (sharded)")
         return 0
 
     ap.set_defaults(func=run)

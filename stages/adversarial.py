@@ -1,31 +1,33 @@
 """Stage `adversarial@<task>`: Algorithm 1's loop (K_g refiner updates per K_d discriminator
-updates, history buffer) from the pretrained checkpoint.
+updates, history buffer), once per whole-pipeline replicate k of params.yaml `seeds`, each from
+its pretrained checkpoint models/<task>/pretrained/seed<k>.pt, side by side in `compute.workers`
+single-thread processes.
 
-Outputs: models/<task>/refiner.pt (plain dict), plots/<task>/train_losses.csv (DVC plot),
-reports/<task>/samples.png (synthetic | refined | real), reports/<task>/dvclive/ (dvclive log).
+Outputs, per replicate k: models/<task>/refiners/seed<k>.pt (plain dict),
+plots/<task>/train_losses/seed<k>.csv (DVC plots), reports/<task>/samples/seed<k>.png
+(synthetic | refined | real), reports/<task>/dvclive/seed<k>/ (dvclive log).
 
-Interruptions: the running checkpoint lives in .simgan/checkpoints/ (outside DVC's outputs, which
-DVC deletes before a rerun) under a name keyed by the training params and the pretrained model,
-so after a kill -9 the next `dvc repro` resumes it and ends with the weights an uninterrupted run
-would have; a changed param starts afresh instead of resuming someone else's run.
+Interruptions: each replicate's running checkpoint lives in .simgan/checkpoints/ (outside DVC's
+outputs, which DVC deletes before a rerun) under a name keyed by the training params, the
+replicate and its pretrained model (stages.common.run_checkpoint), so after a kill -9 the next
+`dvc repro` resumes every replicate and ends with the weights an uninterrupted run would have; a
+changed param starts afresh instead of resuming someone else's run.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import shutil
-import time
+from functools import partial
 from pathlib import Path
 
 from simgan.config import ParamsError
 from simgan.io import SimganError, write_text_atomic
-from simgan.layout import refiner_path
+from simgan.layout import pretrained_path, refiner_path, replicate_file
 from simgan.viz import save_image_grid
-from stages.common import TASK_ARG, Params, check_task, run_stage
-from stages.gan_setup import build_trainer
+from stages.common import TASK_ARG, Params, check_task, prune_checkpoints, run_replicates, run_stage, seeds_param
+from stages.gan_setup import build_trainer, replicate_checkpoint
 
 # train_losses.csv's columns: what the params and seeds determine, so a rerun writes the same file
 # (the report stage reads it); the training time goes to stdout. A row of a checkpoint written
@@ -41,13 +43,6 @@ LOG_COLUMNS = [
     "refined_change",
 ]
 METRICS = LOG_COLUMNS[2:]  # the dvclive metrics: everything but the step and the phase
-
-
-def run_checkpoint(task: str, p: Params, pretrained: Path) -> Path:
-    h = hashlib.sha256()
-    h.update(json.dumps(p.section(f"gan.{task}"), sort_keys=True).encode())
-    h.update(pretrained.read_bytes())
-    return Path(".simgan") / "checkpoints" / f"{task}-adversarial-{h.hexdigest()[:16]}.pt"
 
 
 def losses_csv(rows: list[dict]) -> str:
@@ -76,23 +71,25 @@ def training_log(live_dir: Path):
         ) from None
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise ParamsError(f"usage: python -m stages.adversarial {TASK_ARG}")
-    task = check_task(argv[0])
+def losses_dir(task: str) -> Path:
+    """plots/<task>/train_losses/: one training-curve CSV per replicate (seed<k>.csv)."""
+    return Path("plots") / task / "train_losses"
+
+
+def adversarial_replicate(task: str, seed: int) -> Path:
+    """Train replicate `seed`'s GAN to the end; writes its refiner, losses, samples and dvclive log."""
     p = Params.load()
-    pretrained = Path("models") / task / "pretrained.pt"
+    pretrained = pretrained_path(task, seed)
     if not pretrained.exists():
         raise ParamsError(f"{pretrained}: file not found; run the pretrain@{task} stage first (dvc repro)")
-    ckpt = run_checkpoint(task, p, pretrained)
+    ckpt = replicate_checkpoint("adversarial", task, p, seed, pretrained)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     if not ckpt.exists():
         shutil.copyfile(pretrained, ckpt)
-    trainer = build_trainer(task, p, checkpoint=ckpt)
+    trainer = build_trainer(task, p, checkpoint=ckpt, progress=False, replicate=seed)
+    samples = replicate_file(Path("reports") / task / "samples", seed, ".png")
 
-    live_dir = Path("reports") / task / "dvclive"
-    resumed_at = None
-    with training_log(live_dir) as live:
+    with training_log(replicate_file(Path("reports") / task / "dvclive", seed, "")) as live:
 
         def on_log(row: dict) -> None:
             live.step = row["step"]
@@ -101,22 +98,34 @@ def main(argv: list[str]) -> None:
                     live.log_metric(f"{task}/{k}", v)
 
         def on_sample(step: int, grids: dict) -> None:
-            save_image_grid(Path("reports") / task / "samples.png", grids)
+            save_image_grid(samples, grids)
 
         trainer.on_log, trainer.on_sample = on_log, on_sample
-        if trainer.maybe_resume():
-            resumed_at = trainer.step
-            print(f"adversarial {task}: resuming {ckpt} at step {resumed_at}", flush=True)
-            for row in trainer.log:  # replay the restored history so the dvclive log is whole
-                on_log(row)
-        start, t0 = trainer.step, time.perf_counter()
+        trainer.maybe_resume()
+        cfg = trainer.cfg
+        if trainer.step > cfg.pretrain_refiner_steps + cfg.pretrain_discriminator_steps:  # not the pretrained copy
+            print(f"adversarial {task}: seed {seed} resumes {ckpt} at step {trainer.step}", flush=True)
+        for row in trainer.log:  # replay the restored history so the dvclive log is whole
+            on_log(row)
         trainer.run()
-        print(f"adversarial {task}: steps {start}-{trainer.step} in {time.perf_counter() - t0:.1f} s", flush=True)
-    trainer.save_refiner(refiner_path(task), task=task)
-    write_text_atomic(Path("plots") / task / "train_losses.csv", losses_csv(trainer.log))
-    if trainer.on_sample and not trainer.cfg.sample_every:
-        on_sample(trainer.step, trainer.sample_grids())
-    ckpt.unlink(missing_ok=True)  # done: the buffer inside can be large
+    out = refiner_path(task, seed)
+    trainer.save_refiner(out, task=task, replicate=seed)
+    write_text_atomic(replicate_file(losses_dir(task), seed, ".csv"), losses_csv(trainer.log))
+    # the final samples also when no step ran here (a finished replicate's checkpoint, reused)
+    save_image_grid(samples, trainer.sample_grids())
+    return out
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise ParamsError(f"usage: python -m stages.adversarial {TASK_ARG}")
+    p = Params.load()
+    task = check_task(argv[0], p)
+    seeds = seeds_param(p)
+    run_replicates(f"adversarial {task}", partial(adversarial_replicate, task), seeds, p)
+    # the finished checkpoints stay: a replicate is not trained again when `seeds` gains another
+    keep = [replicate_checkpoint("adversarial", task, p, seed, pretrained_path(task, seed)) for seed in seeds]
+    prune_checkpoints("adversarial", task, keep)
 
 
 if __name__ == "__main__":

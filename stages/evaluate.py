@@ -1,6 +1,7 @@
 """Stage `evaluate@<task>`: every trained variant and baseline scored on the held-out real test
-set, over the same seeds, plus label preservation and the automated visual Turing test
-(simgan.evaluation.evaluate_task).
+set, over the same seeds (whole-pipeline replicates: seed k's refined row is replicate k's GAN),
+plus label preservation, the automated visual Turing test per replicate and the paired
+differences (simgan.evaluation.evaluate_task).
 
 Outputs (names are the documented metric keys; docs/compare.md):
     metrics/<task>.json               rows.<variant>.<metric>.{mean,std}, label_preservation, realism, gain
@@ -24,6 +25,7 @@ from simgan.config import ParamsError, one_of, positive
 from simgan.evaluation import CURVES, SPLITS, evaluate_task, results_markdown, summary_line, variant_rows
 from simgan.figures import curves_figure, size_figure
 from simgan.io import atomic_path, write_json_atomic, write_text_atomic
+from simgan.layout import refined_path
 from stages.common import (
     TASK_ARG,
     Params,
@@ -64,7 +66,10 @@ def main(argv: list[str]) -> None:
     result = evaluate_task(
         task,
         kind,
-        {split: data_path(task, split) for split in SPLITS},
+        {
+            **{split: data_path(task, split) for split in SPLITS if split != "refined"},
+            "refined": {seed: refined_path(task, seed) for seed in seeds},
+        },
         variants,
         {
             name: {seed: Path("models") / task / "estimators" / name / f"seed{seed}.pt" for seed in seeds}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch
 from simgan.config import ParamsError
 from simgan.data.format import open_dataset
 from simgan.train import SimGANTrainer, TrainConfig, build_networks
-from stages.common import PAPER_TASKS, Params, data_path
+from stages.common import PAPER_TASKS, Params, data_path, replicate_seed, run_checkpoint
 
 # A user task's networks come from the gaze presets: both are small grayscale-or-colour crops with
 # a local-realism discriminator, unlike the hand presets' depth maps (simgan/nets.py).
@@ -70,8 +71,20 @@ def _params_error(p: Params, task: str, e: ValueError) -> ParamsError:
     return ParamsError(f"{p.path}: gan.{task}: {msg}")
 
 
-def build_trainer(task: str, p: Params, checkpoint, progress: bool = True, **overrides) -> SimGANTrainer:
+def replicate_checkpoint(stage: str, task: str, p: Params, replicate: int, *inputs: Path) -> Path:
+    """The running checkpoint of replicate `replicate` of GAN stage `stage` (stages.common.run_checkpoint),
+    keyed by gan.<task> and the task's data files besides `inputs`."""
+    data = [data_path(task, split) for split in ("synthetic", "real")]
+    return run_checkpoint(stage, task, p.section(f"gan.{task}"), replicate, *data, *inputs)
+
+
+def build_trainer(
+    task: str, p: Params, checkpoint, progress: bool = True, replicate: int = 0, **overrides
+) -> SimGANTrainer:
+    """The trainer of replicate `replicate`: its GAN seed is gan.<task>.train.seed + replicate
+    (stages.common.replicate_seed), which draws the networks' initial weights and every batch."""
     cfg = train_config(task, p, **overrides)
+    cfg = dataclasses.replace(cfg, seed=replicate_seed(cfg.seed, replicate))
     synthetic, real = load_images(task, "synthetic"), load_images(task, "real")
     if synthetic.shape[1:] != real.shape[1:]:
         raise ParamsError(
