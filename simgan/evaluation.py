@@ -4,9 +4,15 @@ label preservation, the automated visual Turing test and the refined-vs-syntheti
 (Shrivastava et al. 2017, sections 4.1-4.2: the estimator trained on refined images against the
 one trained on synthetic images, tested on real ones).
 
-The metric keys are the documented ones (docs/compare.md): rows.<row>.<metric>.{mean,std},
-label_preservation, realism, gain, seeds, profile. A row is a variant's source, size and
-augmentation (row_key: synthetic_1x, refined_aug_4x, ...) or a baseline (constant,
+Each seed k of `seeds` is one whole-pipeline replicate: its own GAN, its own refined set
+(files["refined"][k]) and, on it, the refined rows' estimator of seed k; the synthetic, real and
+baseline rows use the same seeds, so every comparison pairs per replicate (`paired`,
+PAIRED_RULE).
+
+The metric keys are the documented ones (docs/compare.md): rows.<row>.<metric>.{mean,std,values},
+label_preservation, realism (each with a `replicates` sub-dict: per-replicate values and their
+std), gain, paired, seeds (the count), replicate_seeds, profile. A row is a variant's source,
+size and augmentation (row_key: synthetic_1x, refined_aug_4x, ...) or a baseline (constant,
 knn_synthetic). A user task (generic data) is scored per label column: rows.<row>.mae_<col> /
 rmse_<col> in label units, and mae / rmse over all columns in units of the test set's std of each
 column."""
@@ -89,7 +95,86 @@ def score(task: str, pred: np.ndarray, truth: np.ndarray) -> tuple[dict, np.ndar
 
 
 def aggregate(per_seed: list[dict]) -> dict:
-    return {k: M.mean_std([s[k] for s in per_seed]) for k in per_seed[0]}
+    """{metric: {mean, std, values}}: mean +- std over the seeds (M.mean_std), and each seed's value
+    in seed order."""
+    return {k: {**M.mean_std([s[k] for s in per_seed]), "values": [float(s[k]) for s in per_seed]} for k in per_seed[0]}
+
+
+# The one rule every refined-vs-synthetic verdict follows (metrics `paired.*.verdict`, the reports).
+PAIRED_RULE = (
+    "per replicate, the improvement of refined over synthetic on the main metric (positive = refined "
+    "better); refined beats synthetic when the mean improvement is more than two standard errors "
+    "above 0 and every replicate improves; worse: the mirror (more than two standard errors below 0 "
+    "and every replicate worse); otherwise no difference beyond the spread; with one replicate: no "
+    "verdict (needs >= 2 replicates)"
+)
+BEATS, WORSE, NO_DIFFERENCE, NO_VERDICT = "beats", "worse", "no difference", "no verdict"
+SE_FACTOR = 2.0
+
+
+def paired_stats(a: list[float], b: list[float], lower_better: bool) -> dict:
+    """Row a against row b, replicate by replicate (the same seed order), by PAIRED_RULE.
+
+    values: a's improvement over b per replicate (b - a when lower is better, a - b when higher);
+    mean, std (ddof=1 when n > 1, else 0), se (std / sqrt(n)), n, agree (how many replicates have
+    the sign of the mean; 0 when the mean is 0) and verdict (BEATS, WORSE, NO_DIFFERENCE or
+    NO_VERDICT)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_stats: expected two equal, non-empty lists of replicates, got {len(a)} and {len(b)}")
+    d = np.asarray(b, float) - np.asarray(a, float) if lower_better else np.asarray(a, float) - np.asarray(b, float)
+    n = len(d)
+    mean = float(d.mean())
+    std = float(d.std(ddof=1)) if n > 1 else 0.0
+    se = std / np.sqrt(n)
+    agree = int(np.sum(np.sign(d) == np.sign(mean))) if mean != 0 else 0
+    if n < 2:
+        verdict = NO_VERDICT
+    elif mean > SE_FACTOR * se and np.all(d > 0):
+        verdict = BEATS
+    elif mean < -SE_FACTOR * se and np.all(d < 0):
+        verdict = WORSE
+    else:
+        verdict = NO_DIFFERENCE
+    return {
+        "values": [float(x) for x in d],
+        "mean": mean,
+        "std": std,
+        "se": float(se),
+        "n": n,
+        "agree": agree,
+        "verdict": verdict,
+    }
+
+
+def paired(rows: Mapping[str, Mapping], sizes, main_metric: str, lower_better: bool) -> dict[str, dict]:
+    """paired_stats of refined_<n>x against synthetic_<n>x and of refined_aug_<n>x against
+    synthetic_aug_<n>x, for each size where both rows exist, on the main metric; each entry also
+    names its rows (a, b) and the metric."""
+    out = {}
+    for size in sorted(set(sizes)):
+        for aug in ("", "_aug"):
+            a, b = f"refined{aug}_{size}x", f"synthetic{aug}_{size}x"
+            if a in rows and b in rows:
+                stats = paired_stats(rows[a][main_metric]["values"], rows[b][main_metric]["values"], lower_better)
+                out[f"{a.rsplit('_', 1)[0]}_vs_{b}"] = {"a": a, "b": b, "metric": main_metric, **stats}
+    return out
+
+
+def paired_sentence(p: Mapping, unit: str = "", digits: int = 2) -> str:
+    """One sentence for a `paired` entry: the rule's outcome, the mean paired improvement ± its SE,
+    and how many replicates agree."""
+    size = p["b"].rsplit("_", 1)[1]
+    a, b = p["a"].rsplit("_", 1)[0].replace("_", " "), p["b"].rsplit("_", 1)[0].replace("_", " ")
+    u = f" {unit}" if unit else ""
+    nums = f"mean paired improvement {p['mean']:.{digits}f}{u} ± {p['se']:.{digits}f} (SE)"
+    agree = f"{p['agree']} of {p['n']} replicates agree"
+    head = {
+        BEATS: f"{a.capitalize()} beats {b} at {size}",
+        WORSE: f"{a.capitalize()} is worse than {b} at {size}",
+        NO_DIFFERENCE: f"{a.capitalize()} vs {b} at {size}: no difference beyond the spread",
+        NO_VERDICT: f"{a.capitalize()} vs {b} at {size}: no verdict (one replicate; needs >= 2)",
+    }[p["verdict"]]
+    return f"{head}: {nums}, {agree}."
 
 
 def user_scorer(truth: np.ndarray, columns: list[str]):
@@ -132,43 +217,80 @@ def gain(rows: Mapping[str, Mapping], sizes, main_metric: str, lower_better: boo
 
 
 def results_markdown(task: str, metrics: dict, columns: list[str]) -> str:
-    """A user task's table (the paper's tables in reports/results.md cover gaze and hand only)."""
+    """A user task's table (the paper's tables in reports/<task>/results.md cover gaze and hand
+    only), each column with its unit, and the paired verdicts (PAIRED_RULE)."""
     cols = ["mae", "rmse"] + [f"mae_{c}" for c in columns]
+    units = {"mae": "test-set stds", "rmse": "test-set stds", **{f"mae_{c}": "label units" for c in columns}}
+    n = len(metrics.get("replicate_seeds") or []) or metrics["seeds"]
     lines = [
         f"# {task}: real test set",
         "",
-        "mae / rmse: over all label columns, in test-set stds; mae_<column>: label units. "
-        f"Mean ± std over {metrics['seeds']} seed(s).",
+        "mae / rmse: over all label columns, in test-set stds (each column's error divided by the test "
+        f"set's std of that column); mae_<column>: in that column's label units. Mean ± std over {n} "
+        "whole-pipeline replicate(s) (each its own GAN, refined set and estimator).",
         "",
-        "| row | " + " | ".join(cols) + " |",
+        "| row | " + " | ".join(f"{c} ({units[c]})" for c in cols) + " |",
         "|---" * (len(cols) + 1) + "|",
     ]
     for name, row in metrics["rows"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[c]['mean']:.4g} ± {row[c]['std']:.2g}" for c in cols) + " |")
     lp, realism = metrics["label_preservation"], metrics["realism"]
+    rep = realism.get("replicates", {})
+
+    def acc(key: str) -> str:
+        std = rep.get(key, {}).get("std")
+        return f"{realism[key]:.1f}%" + (f" ± {std:.1f}" if std else "")
+
     lines += [
         "",
         f"Label columns identical after refinement: {lp['labels_identical_pct']:.0f}%; mean |pixel change| "
         f"{lp['pixel_change']['mean']:.2f} ± {lp['pixel_change']['std']:.2f} grey levels.",
         f"Visual Turing test (a fresh classifier, 50% = indistinguishable): refined vs real "
-        f"{realism['refined_vs_real_acc_pct']:.1f}%, synthetic vs real {realism['synthetic_vs_real_acc_pct']:.1f}%.",
+        f"{acc('refined_vs_real_acc_pct')}, synthetic vs real {acc('synthetic_vs_real_acc_pct')}.",
         "",
     ]
+    pairs = metrics.get("paired") or {}
+    if pairs:
+        lines += [f"Refined vs synthetic, on mae (test-set stds), per replicate: {PAIRED_RULE}.", ""]
+        lines += [f"- {paired_sentence(p, 'test-set stds', 3)}" for p in pairs.values()]
+        lines.append("")
     return "\n".join(lines)
 
 
 _REALISM: dict = {}  # set by evaluate_task before forking the realism workers (fork: no pickling of images)
 
 
-def _realism_pair(name: str) -> float:
+def _realism_pair(job: tuple[str, int]) -> float:
+    """job (source, seed): the classifier of `source` (refined: replicate `seed`'s refined set)
+    against real, trained from `seed`."""
     r = _REALISM
-    return M.realism_accuracy(r["real"], r["others"][name], r["kind"], seed=r["seed"], steps=r["steps"])
+    source, seed = job
+    other = r["refined"][seed] if source == "refined" else r["synthetic"]
+    return M.realism_accuracy(r["real"], other, r["kind"], seed=seed, steps=r["steps"])
+
+
+def _over_replicates(per_replicate: list[dict]) -> tuple[dict, dict]:
+    """Per-replicate label-preservation dicts -> (the mean dict, the `replicates` sub-dict).
+
+    A number is averaged over the replicates; a {mean, std} dict becomes {mean: mean of the
+    replicates' means, std: mean of their stds (the within-replicate spread, e.g. over images)}.
+    replicates.<key>: {std, values} of the replicates' numbers (their means for a dict)."""
+    first, out, reps = per_replicate[0], {}, {}
+    for key, v in first.items():
+        if isinstance(v, Mapping):
+            out[key] = {k: float(np.mean([r[key][k] for r in per_replicate])) for k in v}
+            values = [float(r[key]["mean"]) for r in per_replicate]
+        else:
+            out[key] = float(np.mean([r[key] for r in per_replicate]))
+            values = [float(r[key]) for r in per_replicate]
+        reps[key] = {"std": M.mean_std(values)["std"], "values": values}
+    return out, reps
 
 
 def evaluate_task(
     task: str,
     kind: str,
-    files: Mapping[str, str | os.PathLike],
+    files: Mapping[str, str | os.PathLike | Mapping[int, str | os.PathLike]],
     variants: Mapping[str, Mapping],
     estimators: Mapping[str, Mapping[int, str | os.PathLike | nn.Module]],
     *,
@@ -185,16 +307,33 @@ def evaluate_task(
 ) -> TaskEvaluation:
     """Score task `task` (its kind: gaze, hand or generic) on `files["real_test"]`.
 
-    files: the task's data files by split (SPLITS). variants: name -> {source, size, augment} of
-    the task's trained variants; estimators: name -> seed -> the estimator (a model file or a
-    model) for each seed in `seeds`. The baselines are deterministic, so each seed gets the same
+    files: the task's data files by split (SPLITS); files["refined"] maps each seed of `seeds` to
+    that replicate's refined file (a missing seed is a SimganError naming it). variants: name ->
+    {source, size, augment} of the task's trained variants; estimators: name -> seed -> the
+    estimator (a model file or a model) for each seed in `seeds` (a refined variant's seed k
+    trained on refined file k). The baselines are deterministic, so each seed gets the same
     prediction (std 0 by construction): the constant (mean-label) predictor of the first `base_n`
     synthetic labels, and for gaze with `knn_k` the k-NN over the first `knn_train_n` synthetic
-    images. Label preservation and realism use the first `realism_n` images of each set; the two
-    realism classifiers train `realism_steps` steps from seeds[0], side by side in `workers`
-    processes of `threads` torch threads (the same numbers as in one process)."""
+    images. Label preservation and realism use the first `realism_n` images of each set, per
+    replicate: for seed k, refined file k against the synthetic file (label preservation) and
+    against real (realism), and synthetic against real, both classifiers trained `realism_steps`
+    steps from seed k; the 2 * len(seeds) classifiers run side by side in `workers` processes of
+    `threads` torch threads (the same numbers as in one process). The keys keep their meaning as
+    means over the replicates (realism.replicates / label_preservation.replicates hold each
+    replicate's value); `paired` compares refined with synthetic per replicate (PAIRED_RULE)."""
     main_metric, lower_better, _, col, thresholds = CURVES[kind]
     rows_of = variant_rows(variants)
+    refined_files = files["refined"]
+    if not isinstance(refined_files, Mapping):
+        raise SimganError(
+            f"files['refined']: expected a mapping seed -> that replicate's refined file, got {refined_files!r}"
+        )
+    missing = [seed for seed in seeds if seed not in refined_files]
+    if missing:
+        raise SimganError(
+            f"files['refined']: expected a refined file for every replicate seed {list(seeds)}, "
+            f"missing seed(s) {missing}"
+        )
     with open_dataset(files["real_test"]) as ds:
         test_images = ds[ds.image_key]
         truth, columns = read_training_labels(ds, kind, name=task)
@@ -247,38 +386,48 @@ def evaluate_task(
         )
         record("knn_synthetic", {s: pred for s in seeds})
 
-    # label preservation and realism, on the first n refined images
+    # label preservation and realism per replicate, on the first n images of each refined file
     n = realism_n
     with open_dataset(files["synthetic"]) as ds:
         img = ds.image_key
         syn = ds.read(None if kind != "generic" else [img], slice(0, n))
-    with open_dataset(files["refined"]) as ds:
-        ref = ds.read([ds.image_key], slice(0, n))[ds.image_key]
+    refs = {}
+    for seed in seeds:
+        with open_dataset(refined_files[seed]) as ds:
+            refs[seed] = ds.read([ds.image_key], slice(0, n))[ds.image_key]
     with open_dataset(files["real"]) as ds:
         real = ds.read([ds.image_key], slice(0, n))[ds.image_key]
-    if kind == "gaze":
-        label_pres = {"pupil_shift_px": dict(zip(("mean", "std"), M.pupil_shift_px(syn[img], ref)))}
-    elif kind == "hand":
-        label_pres = {"joint_depth_shift": {"mean": M.joint_depth_shift(syn[img], ref, syn["joints"])}}
-    else:
-        label_pres = user_label_preservation(files["synthetic"], files["refined"], n)
+    per_replicate = []
+    for seed in seeds:
+        ref = refs[seed]
+        if kind == "gaze":
+            per_replicate.append({"pupil_shift_px": dict(zip(("mean", "std"), M.pupil_shift_px(syn[img], ref)))})
+        elif kind == "hand":
+            per_replicate.append({"joint_depth_shift": {"mean": M.joint_depth_shift(syn[img], ref, syn["joints"])}})
+        else:
+            per_replicate.append(user_label_preservation(files["synthetic"], refined_files[seed], n))
+    label_pres, lp_reps = _over_replicates(per_replicate)
+    label_pres["replicates"] = lp_reps
     global _REALISM
-    _REALISM = {
-        "real": real,
-        "others": {"refined": ref, "synthetic": syn[img]},
-        "kind": kind,
-        "seed": seeds[0],
-        "steps": realism_steps,
-    }
-    accs = dict(map_processes(_realism_pair, ["refined", "synthetic"], workers, threads))
-    realism = {f"{name}_vs_real_acc_pct": accs[name] for name in ("refined", "synthetic")}
+    _REALISM = {"real": real, "refined": refs, "synthetic": syn[img], "kind": kind, "steps": realism_steps}
+    jobs = [(source, seed) for seed in seeds for source in ("refined", "synthetic")]
+    accs = dict(map_processes(_realism_pair, jobs, workers, threads))
+    realism, realism_reps = {}, {}
+    for source in ("refined", "synthetic"):
+        values = [float(accs[(source, seed)]) for seed in seeds]
+        key = f"{source}_vs_real_acc_pct"
+        realism[key] = float(np.mean(values))
+        realism_reps[key] = {"std": M.mean_std(values)["std"], "values": values}
+    realism["replicates"] = realism_reps
 
     metrics = {
         "rows": rows,
         "label_preservation": label_pres,
         "realism": realism,
         "gain": gain(rows, [v["size"] for v in variants.values()], main_metric, lower_better),
+        "paired": paired(rows, [v["size"] for v in variants.values()], main_metric, lower_better),
         "seeds": len(seeds),
+        "replicate_seeds": [int(seed) for seed in seeds],
         "profile": profile,
     }
     curve_df = pd.DataFrame({col: thresholds, **{k: np.round(v, 3) for k, v in curves.items()}})

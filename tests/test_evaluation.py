@@ -13,7 +13,20 @@ from simgan import metrics as M
 from simgan.config import Params, ParamsError
 from simgan.data.format import write_dataset
 from simgan.estimators import predict, save_estimator, train_estimator
-from simgan.evaluation import SPLITS, evaluate_task, gain, results_markdown, variant_rows
+from simgan.evaluation import (
+    BEATS,
+    NO_DIFFERENCE,
+    NO_VERDICT,
+    SPLITS,
+    WORSE,
+    evaluate_task,
+    gain,
+    paired,
+    paired_stats,
+    results_markdown,
+    variant_rows,
+)
+from simgan.io import SimganError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # stages/ is run as `python -m stages...` from the root, not installed
@@ -38,27 +51,39 @@ def _gaze_arrays(n: int, seed: int) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def gaze_task(tmp_path_factory):
-    """The four data files of a gaze task (refined = synthetic a little brighter, same labels) and
-    one estimator per (variant, seed), trained for two steps."""
+    """The data files of a gaze task, one refined file per replicate seed (replicate k's refined set
+    = synthetic brighter by 3 (k + 1) grey levels, same labels), and one estimator per (variant,
+    seed), trained for two steps; a refined variant's seed k trains on refined set k."""
     root = tmp_path_factory.mktemp("gaze")
     arrays = {"synthetic": _gaze_arrays(48, 1), "real": _gaze_arrays(40, 2), "real_test": _gaze_arrays(24, 3)}
-    arrays["refined"] = {
-        **arrays["synthetic"],
-        "images": np.minimum(arrays["synthetic"]["images"].astype(np.int16) + 3, 255).astype(np.uint8),
+    refined = {
+        k: {
+            **arrays["synthetic"],
+            "images": np.minimum(arrays["synthetic"]["images"].astype(np.int16) + 3 * (k + 1), 255).astype(np.uint8),
+        }
+        for k in SEEDS
     }
-    files = {}
+    files = {"refined": {}}
     for split in SPLITS:
-        files[split] = root / f"{split}.h5"
-        domain = {"real_test": "real", "refined": "refined"}.get(split, split)
-        write_dataset(
-            files[split], arrays[split], dict(task="gaze", domain=domain, source="test", generator_version="t", seed=0)
-        )
+        for k in SEEDS if split == "refined" else [None]:
+            path = root / (f"{split}.h5" if k is None else f"refined_seed{k}.h5")
+            domain = {"real_test": "real", "refined": "refined"}.get(split, split)
+            write_dataset(
+                path,
+                arrays[split] if k is None else refined[k],
+                dict(task="gaze", domain=domain, source="test", generator_version="t", seed=0),
+            )
+            if k is None:
+                files[split] = path
+            else:
+                files["refined"][k] = path
+    arrays["refined"] = refined
     models = {
         name: {
             s: train_estimator(
                 "gaze",
-                arrays[v["source"]]["images"],
-                arrays[v["source"]]["gaze"],
+                (arrays["refined"][s] if v["source"] == "refined" else arrays[v["source"]])["images"],
+                arrays["synthetic"]["gaze"] if v["source"] == "refined" else arrays[v["source"]]["gaze"],
                 steps=2,
                 batch_size=8,
                 lr=1e-3,
@@ -94,9 +119,18 @@ def test_evaluate_task_scores_every_row_over_the_seeds(gaze_task):
     files, models, arrays = gaze_task
     result = _evaluate(files, models)
     m = result.metrics
-    assert list(m) == ["rows", "label_preservation", "realism", "gain", "seeds", "profile"]
+    assert list(m) == [
+        "rows",
+        "label_preservation",
+        "realism",
+        "gain",
+        "paired",
+        "seeds",
+        "replicate_seeds",
+        "profile",
+    ]
     assert list(m["rows"]) == ["synthetic_1x", "refined_1x", "constant", "knn_synthetic"]
-    assert m["seeds"] == 2 and m["profile"] == "test" and result.columns is None
+    assert m["seeds"] == 2 and m["replicate_seeds"] == SEEDS and m["profile"] == "test" and result.columns is None
     # a trained row is each seed's own test error, as mean +- std over the seeds
     test = arrays["real_test"]
     per_seed = [
@@ -106,19 +140,108 @@ def test_evaluate_task_scores_every_row_over_the_seeds(gaze_task):
         for s in SEEDS
     ]
     for metric in per_seed[0]:
-        assert m["rows"]["synthetic_1x"][metric] == M.mean_std([s[metric] for s in per_seed]), metric
+        values = [s[metric] for s in per_seed]
+        assert m["rows"]["synthetic_1x"][metric] == {**M.mean_std(values), "values": values}, metric
     # the baselines are deterministic: every seed gives the same prediction, so the std is 0
     assert all(v["std"] == 0 for row in ("constant", "knn_synthetic") for v in m["rows"][row].values())
     # the gain: how much lower the refined row's mean error is, in % of the synthetic row's
     a, b = m["rows"]["synthetic_1x"]["mean_error_deg"]["mean"], m["rows"]["refined_1x"]["mean_error_deg"]["mean"]
     assert m["gain"] == {"refined_vs_synthetic_1x_rel_pct": pytest.approx(100 * (a - b) / a)}
+    assert m["paired"]["refined_vs_synthetic_1x"]["values"] == pytest.approx(
+        [
+            m["rows"]["synthetic_1x"]["mean_error_deg"]["values"][k]
+            - m["rows"]["refined_1x"]["mean_error_deg"]["values"][k]
+            for k in range(2)
+        ]
+    )
     assert set(m["label_preservation"]["pupil_shift_px"]) == {"mean", "std"}
-    assert set(m["realism"]) == {"refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct"}
-    assert all(0 <= v <= 100 for v in m["realism"].values())
+    assert set(m["realism"]) == {"refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct", "replicates"}
+    assert all(0 <= m["realism"][k] <= 100 for k in ("refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct"))
     # one curve column per row, one prediction row per (test image, row, seed)
     assert list(result.curves.columns) == ["threshold_deg", *m["rows"]] and len(result.curves) == 31
     assert len(result.predictions) == 24 * 4 * 2
     assert list(result.predictions.columns) == ["index", "row", "seed", "error", "pred_0", "pred_1", "pred_2"]
+
+
+def test_each_replicate_is_scored_with_its_own_refined_file(gaze_task, monkeypatch):
+    """Replicate k: the refined row's seed-k estimator (trained on refined file k), and refined file
+    k's label preservation and realism (its classifiers trained from seed k), in seed order. The
+    realism classifier is replaced by one whose answer tells which images and seed it got (two
+    training steps cannot tell these sets apart: every accuracy would be 50)."""
+    files, models, arrays = gaze_task
+
+    def fake_realism(real, other, kind, *, seed, steps):
+        return float(np.mean(other)) + 1000.0 * seed
+
+    monkeypatch.setattr(M, "realism_accuracy", fake_realism)
+    m = _evaluate(files, models).metrics
+    test = arrays["real_test"]
+    n = 32
+    syn = arrays["synthetic"]["images"][:n]
+    reps = m["realism"]["replicates"]
+    for i, k in enumerate(SEEDS):
+        ref = arrays["refined"][k]["images"][:n]
+        err = M.angular_error_deg(predict(models["gaze-refined-1x"][k], "gaze", test["images"]), test["gaze"])
+        assert m["rows"]["refined_1x"]["mean_error_deg"]["values"][i] == pytest.approx(float(err.mean()))
+        assert reps["refined_vs_real_acc_pct"]["values"][i] == pytest.approx(np.mean(ref) + 1000.0 * k)
+        assert reps["synthetic_vs_real_acc_pct"]["values"][i] == pytest.approx(np.mean(syn) + 1000.0 * k)
+        shift = m["label_preservation"]["replicates"]["pupil_shift_px"]["values"][i]
+        assert shift == pytest.approx(M.pupil_shift_px(syn, ref)[0])
+    for key in ("refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct"):
+        values = reps[key]["values"]
+        assert m["realism"][key] == pytest.approx(np.mean(values))
+        assert reps[key]["std"] == pytest.approx(np.std(values, ddof=1))
+    shifts = m["label_preservation"]["replicates"]["pupil_shift_px"]
+    assert m["label_preservation"]["pupil_shift_px"]["mean"] == pytest.approx(np.mean(shifts["values"]))
+    assert shifts["std"] == pytest.approx(np.std(shifts["values"], ddof=1))
+
+
+def test_a_missing_replicate_refined_file_is_an_error_naming_its_seed(gaze_task):
+    files, models, _ = gaze_task
+    with pytest.raises(SimganError, match=r"missing seed\(s\) \[1\]"):
+        _evaluate({**files, "refined": {0: files["refined"][0]}}, models)
+    with pytest.raises(SimganError, match="expected a mapping seed"):
+        _evaluate({**files, "refined": files["refined"][0]}, models)
+
+
+def test_paired_stats_follow_the_rule():
+    # a small but consistent improvement (lower is better: synthetic - refined > 0 in every replicate)
+    p = paired_stats([9.0, 9.1, 8.9], [9.5, 9.6, 9.4], lower_better=True)
+    assert p["values"] == pytest.approx([0.5, 0.5, 0.5]) and p["verdict"] == BEATS
+    assert p["n"] == 3 and p["agree"] == 3 and p["std"] == pytest.approx(0.0, abs=1e-12)
+    p = paired_stats([60.0, 61.0, 62.5], [59.0, 59.5, 60.0], lower_better=False)  # higher is better
+    assert p["values"] == pytest.approx([1.0, 1.5, 2.5]) and p["verdict"] == BEATS
+    assert p["se"] == pytest.approx(np.std([1.0, 1.5, 2.5], ddof=1) / np.sqrt(3))
+    # mixed signs: no result, however large the mean
+    p = paired_stats([8.0, 10.5, 7.0], [10.0, 10.0, 10.0], lower_better=True)
+    assert p["values"] == pytest.approx([2.0, -0.5, 3.0]) and p["verdict"] == NO_DIFFERENCE and p["agree"] == 2
+    # every replicate worse, consistently
+    assert paired_stats([10.0, 10.2, 10.1], [9.0, 9.1, 9.0], lower_better=True)["verdict"] == WORSE
+    # all one sign but the mean within two standard errors
+    assert paired_stats([0.1, 0.1, 5.0], [0.0, 0.0, 0.0], lower_better=False)["verdict"] == NO_DIFFERENCE
+    # one replicate: no verdict
+    p = paired_stats([9.0], [10.0], lower_better=True)
+    assert p == {"values": [1.0], "mean": 1.0, "std": 0.0, "se": 0.0, "n": 1, "agree": 1, "verdict": NO_VERDICT}
+    with pytest.raises(ValueError, match="equal"):
+        paired_stats([1.0, 2.0], [1.0], lower_better=True)
+
+
+def test_paired_blocks_per_size_and_augmentation():
+    def row(*values):
+        return {"mae": {"mean": float(np.mean(values)), "std": 0.0, "values": list(values)}}
+
+    rows = {
+        "synthetic_1x": row(1.0, 1.1),
+        "refined_1x": row(0.8, 0.85),
+        "synthetic_aug_1x": row(1.0, 1.0),
+        "refined_aug_1x": row(1.1, 0.9),
+        "synthetic_2x": row(1.0, 1.0),  # no refined_2x
+    }
+    out = paired(rows, [1, 1, 2], "mae", lower_better=True)
+    assert list(out) == ["refined_vs_synthetic_1x", "refined_aug_vs_synthetic_aug_1x"]
+    assert out["refined_vs_synthetic_1x"]["a"] == "refined_1x" and out["refined_vs_synthetic_1x"]["metric"] == "mae"
+    assert out["refined_vs_synthetic_1x"]["verdict"] == BEATS
+    assert out["refined_aug_vs_synthetic_aug_1x"]["verdict"] == NO_DIFFERENCE
 
 
 def test_estimator_files_score_as_the_models_they_hold(gaze_task, tmp_path):
@@ -148,6 +271,7 @@ def test_a_user_task_is_scored_per_label_column(tmp_path):
             arrays[split],
             dict(task="generic", domain="real", source="folder", generator_version="t", seed=-1),
         )
+    files["refined"] = {0: files["refined"]}
     variants = {"blobs-synthetic-1x": {"task": "blobs", "source": "synthetic", "size": 1}}
     labels = np.stack([arrays["synthetic"]["labels/x"], arrays["synthetic"]["labels/y"]], 1)
     model, _ = train_estimator(
@@ -182,7 +306,30 @@ def test_a_user_task_is_scored_per_label_column(tmp_path):
     )
     assert list(result.curves.columns) == ["threshold_std", "synthetic_1x", "constant"] and m["gain"] == {}
     assert {"pred_x", "pred_y"} <= set(result.predictions.columns)
-    assert "| synthetic_1x |" in results_markdown("blobs", m, result.columns)
+    md = results_markdown("blobs", m, result.columns)
+    assert "| synthetic_1x |" in md
+    assert "| row | mae (test-set stds) | rmse (test-set stds) | mae_x (label units) | mae_y (label units) |" in md
+    assert m["paired"] == {} and "beats" not in md
+    # a refined row over three replicates: the paired verdict in words
+    m2 = {
+        **m,
+        "replicate_seeds": [0, 1, 2],
+        "paired": paired(
+            {
+                "synthetic_1x": {"mae": {"values": [1.0, 1.1, 1.05]}},
+                "refined_1x": {"mae": {"values": [0.88, 0.97, 0.94]}},
+            },
+            [1],
+            "mae",
+            lower_better=True,
+        ),
+    }
+    md = results_markdown("blobs", m2, result.columns)
+    assert "Mean ± std over 3 whole-pipeline replicate(s)" in md
+    assert (
+        "- Refined beats synthetic at 1x: mean paired improvement 0.120 test-set stds ± 0.006 (SE), 3 of 3 replicates agree."
+        in md
+    )
 
 
 def test_gain_is_the_relative_improvement_in_the_tasks_direction():
