@@ -54,36 +54,52 @@ def curves_figure(path, task: str, curves: pd.DataFrame, x: str) -> None:
     _save(fig, path)
 
 
+_METRIC_LABELS = {
+    "mean_error_deg": "mean angular error (deg)",
+    "pck5_pct": "% joints within 5 px",
+    "mae": "mean |error| (test-set stds)",
+}
+_SIZED_ROW = re.compile(r"^(?P<source>synthetic|refined|real)_(?P<n>\d+)x$")
+
+
 def size_figure(path, task: str, rows: dict, metric: str) -> None:
-    """Main metric (mean +- std over seeds) against training-set size, one line per source."""
+    """Main metric (mean +- std over seeds) against training-set size, one line per source. With a
+    single training-set size there is no line to draw: one point per source (x = source) with its
+    error bar, titled with that size."""
+    by_source: dict[str, list[tuple[int, dict]]] = {}
+    for k, v in rows.items():
+        if m := _SIZED_ROW.match(k):
+            by_source.setdefault(m["source"], []).append((int(m["n"]), v[metric]))
+    sizes = sorted({n for pts in by_source.values() for n, _ in pts})
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for source in ("synthetic", "refined", "real"):
-        pts = sorted(
-            (int(k.rsplit("_", 1)[1][:-1]), v[metric]) for k, v in rows.items() if re.fullmatch(rf"{source}_\d+x", k)
-        )
-        if pts:
-            colour, _ = _style(source)
-            ax.errorbar(
-                [s for s, _ in pts],
-                [m["mean"] for _, m in pts],
-                yerr=[m["std"] for _, m in pts],
-                marker="o",
-                capsize=3,
-                color=colour,
-                label=source,
-            )
+    if len(sizes) == 1:
+        sources = [s for s in ("synthetic", "refined", "real") if s in by_source]
+        for i, source in enumerate(sources):
+            ((_, m),) = by_source[source]
+            ax.errorbar([i], [m["mean"]], yerr=[m["std"]], marker="o", capsize=4, color=_style(source)[0], label=source)
+        ax.set_xticks(range(len(sources)), sources)
+        ax.set_xlim(-0.5, len(sources) - 0.5)
+        ax.set_xlabel("training data")
+        ax.set_title(f"{task}: accuracy at training-set size {sizes[0]}x")
+    else:
+        for source in ("synthetic", "refined", "real"):
+            pts = sorted(by_source.get(source, []), key=lambda p: p[0])
+            if pts:
+                ax.errorbar(
+                    [s for s, _ in pts],
+                    [m["mean"] for _, m in pts],
+                    yerr=[m["std"] for _, m in pts],
+                    marker="o",
+                    capsize=3,
+                    color=_style(source)[0],
+                    label=source,
+                )
+        ax.set_xlabel("training-set size (multiples of 1x)")
+        ax.set_title(f"{task}: accuracy vs training-set size")
     for base in ("constant", "knn_synthetic"):
         if base in rows:
             ax.axhline(rows[base][metric]["mean"], color="tab:gray", ls=":" if base == "constant" else "-.", label=base)
-    ax.set_xlabel("training-set size (multiples of 1x)")
-    ax.set_ylabel(
-        {
-            "mean_error_deg": "mean angular error (deg)",
-            "pck5_pct": "% joints within 5 px",
-            "mae": "mean |error| (test-set stds)",
-        }.get(metric, metric)
-    )
-    ax.set_title(f"{task}: accuracy vs training-set size")
+    ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
