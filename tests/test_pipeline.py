@@ -111,17 +111,28 @@ def test_tiny_profile_reproduces_all_metrics(tiny_run):
     for rel in (
         "plots/gaze/error_cdf.csv",
         "plots/hand/pck.csv",
-        "plots/gaze/train_losses.csv",
+        "plots/gaze/train_losses/seed0.csv",
+        "plots/hand/train_losses/seed1.csv",
         "reports/results.md",
-        "reports/gaze/samples.png",
+        "reports/gaze/samples/seed0.png",
+        "reports/hand/samples/seed1.png",
         "reports/hand/curves.png",
         "reports/gaze/size.png",
         "reports/hand/losses.png",
         "reports/gaze/predictions.parquet",
-        "data/gaze/refined.h5",
-        "models/hand/refiner.pt",
+        "data/gaze/refined/seed0.h5",
+        "data/gaze/refined/seed1.h5",
+        "models/hand/refiners/seed0.pt",
+        "models/hand/refiners/seed1.pt",
+        "models/gaze/pretrained/seed1.pt",
     ):
         assert (repo / rel).stat().st_size > 0, rel
+    # two replicates, two GANs: their refined sets differ; their labels are the synthetic set's
+    import h5py
+
+    with h5py.File(repo / "data/gaze/refined/seed0.h5") as a, h5py.File(repo / "data/gaze/refined/seed1.h5") as b:
+        assert a["images"][:].tobytes() != b["images"][:].tobytes()
+        assert a.attrs["replicate"] == 0 and b.attrs["replicate"] == 1
     assert (
         "| Training data" in (repo / "reports" / "results.md").read_text()
         or "|" in (repo / "reports" / "results.md").read_text()
