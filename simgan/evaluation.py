@@ -32,6 +32,7 @@ from simgan.data.format import LABELS_GROUP, label_keys, open_dataset
 from simgan.estimators import load_estimator, predict, read_training_labels
 from simgan.io import SimganError
 from simgan.parallel import map_processes
+from simgan.report import BEATS, NO_DIFFERENCE, NO_VERDICT, PAIRED_RULE, WORSE, paired_stats
 
 GAZE_THRESHOLDS = list(range(31))
 HAND_THRESHOLDS = list(range(21))
@@ -100,54 +101,8 @@ def aggregate(per_seed: list[dict]) -> dict:
     return {k: {**M.mean_std([s[k] for s in per_seed]), "values": [float(s[k]) for s in per_seed]} for k in per_seed[0]}
 
 
-# The one rule every refined-vs-synthetic verdict follows (metrics `paired.*.verdict`, the reports).
-PAIRED_RULE = (
-    "per replicate, the improvement of refined over synthetic on the main metric (positive = refined "
-    "better); refined beats synthetic when the mean improvement is more than two standard errors "
-    "above 0 and every replicate improves; worse: the mirror (more than two standard errors below 0 "
-    "and every replicate worse); otherwise no difference beyond the spread; with one replicate: no "
-    "verdict (needs >= 2 replicates)"
-)
-BEATS, WORSE, NO_DIFFERENCE, NO_VERDICT = "beats", "worse", "no difference", "no verdict"
-SE_FACTOR = 2.0
-
-
-def paired_stats(a: list[float], b: list[float], lower_better: bool) -> dict:
-    """Row a against row b, replicate by replicate (the same seed order), by PAIRED_RULE.
-
-    values: a's improvement over b per replicate (b - a when lower is better, a - b when higher);
-    mean, std (ddof=1 when n > 1, else 0), se (std / sqrt(n)), n, agree (how many replicates have
-    the sign of the mean; 0 when the mean is 0) and verdict (BEATS, WORSE, NO_DIFFERENCE or
-    NO_VERDICT)."""
-    if len(a) != len(b) or not a:
-        raise ValueError(f"paired_stats: expected two equal, non-empty lists of replicates, got {len(a)} and {len(b)}")
-    d = np.asarray(b, float) - np.asarray(a, float) if lower_better else np.asarray(a, float) - np.asarray(b, float)
-    n = len(d)
-    mean = float(d.mean())
-    std = float(d.std(ddof=1)) if n > 1 else 0.0
-    se = std / np.sqrt(n)
-    agree = int(np.sum(np.sign(d) == np.sign(mean))) if mean != 0 else 0
-    if n < 2:
-        verdict = NO_VERDICT
-    elif mean > SE_FACTOR * se and np.all(d > 0):
-        verdict = BEATS
-    elif mean < -SE_FACTOR * se and np.all(d < 0):
-        verdict = WORSE
-    else:
-        verdict = NO_DIFFERENCE
-    return {
-        "values": [float(x) for x in d],
-        "mean": mean,
-        "std": std,
-        "se": float(se),
-        "n": n,
-        "agree": agree,
-        "verdict": verdict,
-    }
-
-
 def paired(rows: Mapping[str, Mapping], sizes, main_metric: str, lower_better: bool) -> dict[str, dict]:
-    """paired_stats of refined_<n>x against synthetic_<n>x and of refined_aug_<n>x against
+    """paired_stats (the rule PAIRED_RULE, simgan.report) of refined_<n>x against synthetic_<n>x and of refined_aug_<n>x against
     synthetic_aug_<n>x, for each size where both rows exist, on the main metric; each entry also
     names its rows (a, b) and the metric."""
     out = {}

@@ -20,6 +20,47 @@ from simgan.io import SimganError
 
 RECALLED = "(recalled)"
 
+# --- the paired rule ----------------------------------------------------------------------------
+# Each seed is one whole-pipeline replicate (its own GAN, refined set and estimators), and every
+# row is scored over the same seeds, so two rows compare replicate by replicate. The one rule every
+# verdict follows (metrics `paired.*.verdict`, reports/results.md, a user task's results.md):
+PAIRED_RULE = (
+    "per replicate, the improvement of one row over the other on the main metric (positive = the "
+    "first row better); it beats the other when the mean improvement is more than two standard "
+    "errors above 0 and every replicate improves; worse: the mirror (more than two standard errors "
+    "below 0 and every replicate worse); otherwise no difference beyond the spread; with one "
+    "replicate: no verdict (needs >= 2 replicates)"
+)
+BEATS, WORSE, NO_DIFFERENCE, NO_VERDICT = "beats", "worse", "no difference", "no verdict"
+SE_FACTOR = 2.0
+
+
+def paired_stats(a, b, lower_better: bool) -> dict:
+    """Row a against row b, replicate by replicate (both lists in the same seed order), by PAIRED_RULE.
+
+    values: a's improvement over b per replicate (b - a when lower is better, a - b when higher);
+    mean, std (ddof=1 when n > 1, else 0), se (std / sqrt(n)), n, agree (how many replicates have
+    the sign of the mean; 0 when the mean is 0) and verdict (BEATS, WORSE, NO_DIFFERENCE or
+    NO_VERDICT). Pure Python: compare and the report read it without numpy."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired_stats: expected two equal, non-empty lists of replicates, got {len(a)} and {len(b)}")
+    d = [float(y) - float(x) if lower_better else float(x) - float(y) for x, y in zip(a, b)]
+    n = len(d)
+    mean = math.fsum(d) / n
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
+    se = std / math.sqrt(n)
+    agree = sum(1 for x in d if (x > 0 and mean > 0) or (x < 0 and mean < 0))
+    if n < 2:
+        verdict = NO_VERDICT
+    elif mean > SE_FACTOR * se and all(x > 0 for x in d):
+        verdict = BEATS
+    elif mean < -SE_FACTOR * se and all(x < 0 for x in d):
+        verdict = WORSE
+    else:
+        verdict = NO_DIFFERENCE
+    return {"values": d, "mean": mean, "std": std, "se": se, "n": n, "agree": agree, "verdict": verdict}
+
+
 # Paper numbers, keyed like our metrics so tables can look them up by row key.
 PAPER: dict = {
     "gaze": {
@@ -193,8 +234,16 @@ def _paper_cell(spec: _TaskSpec, col: _Column, row: str) -> str:
 def _header_line(metrics: Mapping) -> str:
     seeds = metrics.get("seeds")
     profile = metrics.get("profile")
+    replicates = metrics.get("replicate_seeds")
     bits = []
-    if seeds is not None:
+    if isinstance(replicates, list) and replicates:
+        n = len(replicates)
+        bits.append(
+            f"{n} whole-pipeline replicate{'s' if n != 1 else ''} (seeds {', '.join(map(str, replicates))}; each "
+            "its own GAN, refined set and estimator, so ± is the spread over replicates, not over estimator "
+            "seeds only)"
+        )
+    elif seeds is not None:
         bits.append(f"{seeds} seed{'s' if seeds != 1 else ''}")
     if profile is not None:
         bits.append(f"profile `{profile}`")
@@ -268,6 +317,25 @@ def _gain_md(metrics: Mapping) -> str:
     )
 
 
+def _replicate_std(section: Mapping, key: str) -> float | None:
+    """section.replicates.<key>.std (realism, label_preservation), None when absent (metrics
+    from before whole-pipeline replicates)."""
+    reps = section.get("replicates")
+    entry = reps.get(key) if isinstance(reps, Mapping) else None
+    std = entry.get("std") if isinstance(entry, Mapping) else None
+    return std if _is_num(std) else None
+
+
+def _replicates_in(metrics_by_task: Mapping[str, Mapping], section: str) -> int:
+    """How many replicates the section's per-replicate values hold (the most over the tasks), 0 if none."""
+    n = 0
+    for metrics in metrics_by_task.values():
+        reps = ((metrics or {}).get(section) or {}).get("replicates")
+        if isinstance(reps, Mapping):
+            n = max([n] + [len(e.get("values") or []) for e in reps.values() if isinstance(e, Mapping)])
+    return n
+
+
 # Raw synthetic images differ from real ones by construction; a classifier that cannot tell those
 # apart either (within this many points of chance) has not learned, and its 50% means nothing.
 UNTRAINED_REALISM_POINTS = 5.0
@@ -287,11 +355,12 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
             if not _is_num(value):
                 raise SimganError(f"{task} metrics: realism.{key}: expected a number, got {value!r}")
             paper = PAPER["realism"][key] if task == "gaze" else None
+            std = _replicate_std(realism, key)
             body.append(
                 [
                     task,
                     label,
-                    _fmt(value, 1),
+                    _fmt(value, 1) + (f" ± {_fmt(std, 1)}" if std is not None else ""),
                     _fmt(abs(value - 50.0), 1),
                     f"{paper} (humans)" if paper is not None else "",
                 ]
@@ -304,12 +373,16 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
                 )
     if not body:
         return "_No realism metrics._"
+    n = _replicates_in(metrics_by_task, "realism")
+    over = f" Accuracy: mean ± std over {n} whole-pipeline replicates." if n else ""
     return (
         md_table(
             ["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)", f"Paper {RECALLED}"], body
         )
         + "\n\n50% means the classifier cannot tell the pair apart; the paper's numbers are people's "
-        "accuracy in a visual Turing test, so only the direction is comparable." + "".join(f"\n\n{n}" for n in notes)
+        "accuracy in a visual Turing test, so only the direction is comparable."
+        + over
+        + "".join(f"\n\n{n}" for n in notes)
     )
 
 
@@ -320,21 +393,32 @@ _SHIFTS = {
 
 
 def label_preservation_md(metrics_by_task: Mapping[str, Mapping]) -> str:
-    """How far refinement moved the label-bearing structures (lower is better)."""
+    """How far refinement moved the label-bearing structures (lower is better). With whole-pipeline
+    replicates a last column gives the mean ± std of the replicates' means (`Ours` keeps the
+    metric's own std, e.g. the pupil shift's over images, as the paper's)."""
+    n = _replicates_in(metrics_by_task, "label_preservation")
     body = []
     for task, metrics in metrics_by_task.items():
         lp = (metrics or {}).get("label_preservation") or {}
-        for key in sorted(lp):
+        for key in sorted(k for k in lp if k != "replicates"):
             try:
                 ours = format_mean_std(lp[key])
             except SimganError as e:
                 raise SimganError(f"{task} metrics: label_preservation.{key}: {e}") from None
             paper = PAPER["label_preservation"].get(key)
             label = _SHIFTS.get(key, (task, f"`{key}`"))[1]
-            body.append([task, label, ours, format_mean_std(paper) if paper else ""])
+            line = [task, label, ours, format_mean_std(paper) if paper else ""]
+            if n:
+                mean = lp[key]["mean"] if isinstance(lp[key], Mapping) else lp[key]
+                std = _replicate_std(lp, key)
+                line.append(format_mean_std({"mean": mean, "std": std}, 2) if std is not None else "")
+            body.append(line)
     if not body:
         return "_No label-preservation metrics._"
-    return md_table(["Task", "Shift between synthetic and refined", "Ours", f"Paper {RECALLED}"], body)
+    header = ["Task", "Shift between synthetic and refined", "Ours", f"Paper {RECALLED}"]
+    if n:
+        header.append(f"Over {n} replicates (mean ± std)")
+    return md_table(header, body)
 
 
 # --- verdicts -----------------------------------------------------------------------------------
@@ -344,21 +428,57 @@ def label_preservation_md(metrics_by_task: Mapping[str, Mapping]) -> str:
 class Outcome:
     a: str
     b: str
-    kind: str  # "better", "worse" (a relative to b) or "same" (difference within the spread)
+    # "better", "worse" (a relative to b), "same" (no difference beyond the spread) or "none" (one
+    # replicate: no paired verdict)
+    kind: str
     diff: float  # a.mean - b.mean
-    spread: float
+    spread: float  # the larger std (unpaired), or the paired mean's standard error
     a_cell: Mapping
     b_cell: Mapping
+    paired: Mapping | None = None  # paired_stats of a against b, when the rows pair per replicate
+
+
+_KIND_OF_VERDICT = {BEATS: "better", WORSE: "worse", NO_DIFFERENCE: "same", NO_VERDICT: "none"}
+
+
+def _paired_for(metrics: Mapping, spec: _TaskSpec, a: str, b: str, ca: Mapping, cb: Mapping) -> Mapping | None:
+    """The paired comparison of rows a and b: the metrics' own `paired` entry for (a, b) when it has
+    one, else paired_stats over the two cells' per-replicate `values` (the same seeds, so the same
+    replicates); None for metrics without per-replicate values (before whole-pipeline replicates)."""
+    for key, entry in (metrics.get("paired") or {}).items():
+        if isinstance(entry, Mapping) and entry.get("a") == a and entry.get("b") == b:
+            if entry.get("verdict") not in _KIND_OF_VERDICT or not all(
+                _is_num(entry.get(k)) for k in ("mean", "se", "n", "agree")
+            ):
+                raise SimganError(
+                    f"{spec.name} metrics: paired.{key}: expected mean, se, n, agree and a verdict "
+                    f"({', '.join(_KIND_OF_VERDICT)}), got {dict(entry)!r}"
+                )
+            return entry
+    va, vb = ca.get("values"), cb.get("values")
+    if not isinstance(va, list) or not isinstance(vb, list) or len(va) != len(vb) or not va:
+        return None
+    if not all(_is_num(x) for x in va + vb):
+        raise SimganError(
+            f"{spec.name} metrics: rows.{a} / rows.{b}: expected numbers in 'values', got {va!r} / {vb!r}"
+        )
+    return paired_stats(va, vb, spec.lower_is_better)
 
 
 def judge(metrics: Mapping, task: str, a: str, b: str) -> Outcome | None:
-    """Row a against row b on the task's primary metric, by the rule "a difference not larger than
-    the spread (the larger of the two stds) is not a result"; None if either row is absent."""
+    """Row a against row b on the task's primary metric; None if either row is absent.
+
+    Rows that pair per replicate (a `paired` entry, or per-replicate `values` in both) follow
+    PAIRED_RULE. Older metrics without them follow the rule "a difference not larger than the
+    spread (the larger of the two stds) is not a result"."""
     spec = SPECS[task]
     ca, cb = _cell(metrics, task, a, spec.primary), _cell(metrics, task, b, spec.primary)
     if ca is None or cb is None:
         return None
     diff = ca["mean"] - cb["mean"]
+    p = _paired_for(metrics, spec, a, b, ca, cb)
+    if p is not None:
+        return Outcome(a, b, _KIND_OF_VERDICT[p["verdict"]], diff, p["se"], ca, cb, p)
     spread = max(ca.get("std") or 0.0, cb.get("std") or 0.0)
     if abs(diff) <= spread:
         kind = "same"
@@ -387,6 +507,8 @@ def _sentence(o: Outcome, spec: _TaskSpec) -> str:
     unit = " deg" if spec.unit == "deg" else "%"
     nums = f"{format_mean_std(o.a_cell)}{unit} vs {format_mean_std(o.b_cell)}{unit}"
     a, b = _row_name(o.a), _row_name(o.b)
+    if o.paired is not None:
+        return _paired_sentence(o, spec, what, nums, a, b)
     if o.kind == "same":
         return (
             f"{a.capitalize()} vs {b}: no measurable difference in {what} ({nums}; the difference "
@@ -400,6 +522,30 @@ def _sentence(o: Outcome, spec: _TaskSpec) -> str:
     size = f"{abs(o.diff):.1f} {spec.unit} {direction}{rel}"
     verb = "beats" if o.kind == "better" else "does not beat"
     return f"{a.capitalize()} {verb} {b} on {what}: {nums} ({size}; spread {o.spread:.1f})."
+
+
+def _paired_numbers(p: Mapping, spec: _TaskSpec) -> str:
+    return (
+        f"mean paired improvement {p['mean']:.2f} {spec.unit} ± {p['se']:.2f} (SE), "
+        f"{p['agree']} of {p['n']} replicate{'s' if p['n'] != 1 else ''} agree"
+    )
+
+
+def _paired_sentence(o: Outcome, spec: _TaskSpec, what: str, nums: str, a: str, b: str) -> str:
+    """The sentence of a paired outcome: both rows' mean ± std, the mean paired improvement of a over
+    b ± its standard error, how many replicates agree, and the rule's outcome (PAIRED_RULE)."""
+    p = o.paired
+    paired_nums = _paired_numbers(p, spec)
+    if o.kind == "better":
+        return f"{a.capitalize()} beats {b} on {what}: {nums}; {paired_nums} (paired rule: beats)."
+    if o.kind == "worse":
+        return f"{a.capitalize()} does not beat {b} on {what}: {nums}; {paired_nums} (paired rule: worse)."
+    if o.kind == "none":
+        return (
+            f"{a.capitalize()} vs {b}: no verdict on {what} from one replicate ({nums}; paired improvement "
+            f"{p['mean']:.2f} {spec.unit}; the paired rule needs >= 2 replicates)."
+        )
+    return f"{a.capitalize()} vs {b}: no difference beyond the spread in {what} ({nums}; {paired_nums})."
 
 
 def _summary_names(outcomes: list[Outcome]) -> list[str]:
@@ -429,8 +575,9 @@ def _verdict_pairs(metrics: Mapping, spec: _TaskSpec) -> list[tuple[str, str]]:
 
 def verdict_md(metrics: Mapping, task: str) -> str:
     """Plain sentences, computed from the numbers: which rows refined training beats and which it
-    does not, on the task's primary metric, treating a difference not larger than the spread as no
-    result; then whether more data helps each source."""
+    does not, on the task's primary metric, by PAIRED_RULE where the rows pair per replicate (else
+    treating a difference not larger than the spread as no result); then whether more data helps
+    each source."""
     if task not in SPECS:
         raise SimganError(f"verdict: unknown task {task!r}; expected one of {sorted(SPECS)}")
     spec = SPECS[task]
@@ -438,7 +585,7 @@ def verdict_md(metrics: Mapping, task: str) -> str:
     if not outcomes:
         return "_No refined row with a comparison row in these metrics: nothing to judge._"
     lines = [f"- {_sentence(o, spec)}" for o in outcomes]
-    groups = {k: _summary_names([o for o in outcomes if o.kind == k]) for k in ("better", "worse", "same")}
+    groups = {k: _summary_names([o for o in outcomes if o.kind == k]) for k in ("better", "worse", "same", "none")}
     summary = []
     if groups["better"]:
         summary.append("Refined training beats " + ", ".join(groups["better"]) + ".")
@@ -446,27 +593,77 @@ def verdict_md(metrics: Mapping, task: str) -> str:
         summary.append("It does not beat " + ", ".join(groups["worse"]) + ".")
     if groups["same"]:
         summary.append("No measurable difference from " + ", ".join(groups["same"]) + ".")
+    if groups["none"]:
+        summary.append("No verdict from one replicate against " + ", ".join(groups["none"]) + ".")
     scaling = _scaling_sentence(metrics, spec)
     return " ".join(summary) + "\n\n" + "\n".join(lines) + (f"\n\n{scaling}" if scaling else "")
+
+
+def _scaling_pairs(metrics: Mapping) -> list[tuple[str, str]]:
+    """(largest size, 1x) of each source with rows at 1x and a larger size."""
+    rows = metrics.get("rows") or {}
+    pairs = []
+    for src in ("synthetic", "refined"):
+        ns = sorted(int(m["n"]) for k in rows if (m := _SIZED.match(k)) and m["src"] == src)
+        if len(ns) >= 2 and ns[0] == 1:
+            pairs.append((f"{src}_{ns[-1]}x", f"{src}_1x"))
+    return pairs
+
+
+def paired_table_md(metrics: Mapping, task: str) -> str:
+    """Paired differences (per replicate): for each compared pair that pairs per replicate, each
+    replicate's improvement of the first row over the second on the primary metric (positive = the
+    first better), their mean ± std, the standard error, how many replicates agree with the mean's
+    sign, and the verdict by PAIRED_RULE. Empty for metrics without per-replicate values."""
+    spec = SPECS[task]
+    pairs = _verdict_pairs(metrics, spec) + _scaling_pairs(metrics)
+    outcomes = [o for a, b in pairs if (o := judge(metrics, task, a, b)) and o.paired is not None]
+    if not outcomes:
+        return ""
+    body = []
+    for o in outcomes:
+        p = o.paired
+        values = p.get("values")
+        per = ", ".join(_fmt(x, 2) for x in values) if isinstance(values, list) else DASH
+        body.append(
+            [
+                f"{_row_name(o.a)} vs {_row_name(o.b)}",
+                per,
+                format_mean_std({"mean": p["mean"], "std": p.get("std")}, 2),
+                _fmt(p["se"], 2),
+                f"{p['agree']} of {p['n']}",
+                p["verdict"],
+            ]
+        )
+    what = {"mean_error_deg": "mean error", "pck5_pct": "joints within 5 px"}[spec.primary]
+    return (
+        f"Improvement of the first row over the second in {what} ({spec.unit}), replicate by replicate "
+        f"(positive = the first row better). Rule: {PAIRED_RULE}.\n\n"
+        + md_table(
+            ["Comparison", f"Per replicate ({spec.unit})", "Mean ± std", "SE", "Replicates agreeing", "Verdict"], body
+        )
+    )
 
 
 def _scaling_sentence(metrics: Mapping, spec: _TaskSpec) -> str:
     """The paper's headline is that more refined data keeps helping while more synthetic data barely
     does; say what our numbers show for the largest multiple present."""
-    rows = metrics.get("rows") or {}
     parts = []
-    for src in ("synthetic", "refined"):
-        ns = sorted(int(m["n"]) for k in rows if (m := _SIZED.match(k)) and m["src"] == src)
-        if len(ns) < 2 or ns[0] != 1:
-            continue
-        o = judge(metrics, spec.name, f"{src}_{ns[-1]}x", f"{src}_1x")
+    for big, one in _scaling_pairs(metrics):
+        o = judge(metrics, spec.name, big, one)
         if o is None:
             continue
-        if o.kind == "same":
-            parts.append(f"{src} 1x → {ns[-1]}x: no measurable difference")
+        src, n = one.rsplit("_", 1)[0], big.rsplit("_", 1)[1]
+        if o.paired is not None:
+            word = {"better": "improves", "worse": "gets worse", "same": "no difference beyond the spread"}.get(
+                o.kind, "no verdict (one replicate)"
+            )
+            parts.append(f"{src} 1x → {n}: {word} ({_paired_numbers(o.paired, spec)})")
+        elif o.kind == "same":
+            parts.append(f"{src} 1x → {n}: no measurable difference")
         else:
             word = "improves" if o.kind == "better" else "gets worse"
-            parts.append(f"{src} 1x → {ns[-1]}x {word} by {abs(o.diff):.1f} {spec.unit} (spread {o.spread:.1f})")
+            parts.append(f"{src} 1x → {n} {word} by {abs(o.diff):.1f} {spec.unit} (spread {o.spread:.1f})")
     if not parts:
         return ""
     return "More training data: " + "; ".join(parts) + "."
@@ -503,6 +700,9 @@ def report_md(metrics_by_task: Mapping[str, Mapping], level: int = 1) -> str:
         spec = SPECS[task]
         table = gaze_table_md(present[task]) if task == "gaze" else hand_table_md(present[task])
         out += [f"{h}# {spec.title}", table, f"**Verdict ({task}).** " + verdict_md(present[task], task)]
+        paired = paired_table_md(present[task], task)
+        if paired:
+            out += [f"{h}## Paired differences (per replicate, {task})", paired]
     out += [f"{h}# Realism (automated Turing test)", realism_table_md(present)]
     out += [f"{h}# Label preservation", label_preservation_md(present)]
     return "\n\n".join(out) + "\n"

@@ -13,20 +13,9 @@ from simgan import metrics as M
 from simgan.config import Params, ParamsError
 from simgan.data.format import write_dataset
 from simgan.estimators import predict, save_estimator, train_estimator
-from simgan.evaluation import (
-    BEATS,
-    NO_DIFFERENCE,
-    NO_VERDICT,
-    SPLITS,
-    WORSE,
-    evaluate_task,
-    gain,
-    paired,
-    paired_stats,
-    results_markdown,
-    variant_rows,
-)
+from simgan.evaluation import SPLITS, evaluate_task, gain, paired, results_markdown, variant_rows
 from simgan.io import SimganError
+from simgan.report import BEATS, NO_DIFFERENCE, NO_VERDICT, WORSE, paired_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # stages/ is run as `python -m stages...` from the root, not installed

@@ -271,3 +271,115 @@ def test_report_does_not_mutate_input():
     before = copy.deepcopy(m)
     report.report_md({"gaze": m})
     assert m == before
+
+
+def with_replicates(m: dict, values: dict[str, list[float]], primary: str) -> dict:
+    """m with per-replicate values (seeds 0, 1, 2) on the primary metric of the rows named."""
+    m = copy.deepcopy(m)
+    for row, vs in values.items():
+        mean = sum(vs) / len(vs)
+        std = (sum((v - mean) ** 2 for v in vs) / (len(vs) - 1)) ** 0.5 if len(vs) > 1 else 0.0
+        m["rows"][row][primary] = {"mean": mean, "std": std, "values": vs}
+    m["replicate_seeds"] = list(range(len(next(iter(values.values())))))
+    return m
+
+
+def replicated_gaze() -> dict:
+    m = with_replicates(
+        full_gaze(),
+        {
+            "synthetic_1x": [14.0, 14.5, 13.8],
+            "refined_1x": [9.5, 9.9, 9.2],  # 4.5, 4.6, 4.6 better than synthetic: beats
+            "constant": [10.0, 10.0, 10.0],  # 0.5, 0.1, 0.8 better: mean 0.47 > 2 SE (0.40): beats
+            "real_1x": [2.5, 2.6, 2.4],
+            "synthetic_4x": [13.0, 14.5, 13.0],
+            "refined_4x": [12.0, 15.0, 12.5],  # 1.0, -0.5, 0.5: mixed signs, no difference
+        },
+        "mean_error_deg",
+    )
+    for row in ("synthetic_aug_1x", "refined_aug_1x", "knn_synthetic", "real_4x"):
+        del m["rows"][row]
+    m["realism"]["replicates"] = {
+        "refined_vs_real_acc_pct": {"std": 2.5, "values": [59.0, 60.0, 64.0]},
+        "synthetic_vs_real_acc_pct": {"std": 1.0, "values": [96.0, 97.0, 98.0]},
+    }
+    m["label_preservation"]["replicates"] = {"pupil_shift_px": {"std": 0.2, "values": [0.8, 1.0, 1.2]}}
+    return m
+
+
+def test_verdicts_pair_per_replicate_when_the_rows_have_values():
+    text = report.verdict_md(replicated_gaze(), "gaze")
+    assert (
+        "Refined (1x) beats synthetic (1x) on mean error: 9.5 ± 0.4 deg vs 14.1 ± 0.4 deg; mean paired "
+        "improvement 4.57 deg ± 0.03 (SE), 3 of 3 replicates agree (paired rule: beats)."
+    ) in text
+    # the unpaired rule called this a tie (0.5 within refined's spread); paired, every replicate wins
+    assert "Refined (1x) beats the constant predictor on mean error" in text
+    assert (
+        "Refined (4x) vs synthetic (4x): no difference beyond the spread in mean error (13.2 ± 1.6 deg vs "
+        "13.5 ± 0.9 deg; mean paired improvement 0.33 deg ± 0.44 (SE), 2 of 3 replicates agree)."
+    ) in text
+    assert "Refined (1x) does not beat real (1x) on mean error" in text and "(paired rule: worse)" in text
+    # more data, replicate by replicate: refined 4x is 2.5, 5.1 and 3.3 deg worse than refined 1x
+    assert (
+        "refined 1x → 4x: gets worse (mean paired improvement -3.63 deg ± 0.77 (SE), 3 of 3 replicates agree)"
+    ) in text
+
+
+def test_the_metrics_paired_block_is_the_verdict_when_present():
+    m = replicated_gaze()
+    m["paired"] = {
+        "refined_vs_synthetic_1x": {
+            "a": "refined_1x",
+            "b": "synthetic_1x",
+            "metric": "mean_error_deg",
+            "values": [4.5, 4.6, 4.6],
+            "mean": 4.57,
+            "std": 0.06,
+            "se": 0.03,
+            "n": 3,
+            "agree": 3,
+            "verdict": "no difference",  # not what the numbers say: the block is what is read
+        }
+    }
+    assert "Refined (1x) vs synthetic (1x): no difference beyond the spread" in report.verdict_md(m, "gaze")
+    m["paired"]["refined_vs_synthetic_1x"]["verdict"] = "maybe"
+    with pytest.raises(SimganError, match=r"paired\.refined_vs_synthetic_1x"):
+        report.verdict_md(m, "gaze")
+
+
+def test_one_replicate_gives_no_paired_verdict():
+    m = with_replicates(full_hand(), {"synthetic_1x": [55.0], "refined_1x": [59.0]}, "pck5_pct")
+    m["rows"] = {k: m["rows"][k] for k in ("synthetic_1x", "refined_1x")}
+    text = report.verdict_md(m, "hand")
+    assert "Refined (1x) vs synthetic (1x): no verdict on joints within 5 px from one replicate" in text
+    assert "No verdict from one replicate against synthetic (1x)." in text
+
+
+def test_paired_differences_table_and_replicate_header():
+    m = replicated_gaze()
+    table = report.paired_table_md(m, "gaze")
+    assert "Rule: per replicate, the improvement of one row over the other" in table
+    rows = body_rows(table)
+    assert rows[0] == "| refined (1x) vs synthetic (1x) | 4.50, 4.60, 4.60 | 4.57 ± 0.06 | 0.03 | 3 of 3 | beats |"
+    assert (
+        "| refined (4x) vs synthetic (4x) | 1.00, -0.50, 0.50 | 0.33 ± 0.76 | 0.44 | 2 of 3 | no difference |" in rows
+    )
+    assert report.paired_table_md(full_gaze(), "gaze") == ""  # older metrics: no per-replicate values
+    md = report.report_md({"gaze": m})
+    assert "## Paired differences (per replicate, gaze)" in md
+    assert (
+        "Over 3 whole-pipeline replicates (seeds 0, 1, 2; each its own GAN, refined set and estimator, so ± is "
+        "the spread over replicates, not over estimator seeds only)"
+    ) in md
+    assert "## Paired differences" not in report.report_md({"gaze": full_gaze()})
+
+
+def test_realism_and_label_preservation_show_the_spread_over_replicates():
+    m = replicated_gaze()
+    realism = report.realism_table_md({"gaze": m})
+    assert "| gaze | refined vs real | 61.0 ± 2.5 | 11.0 | 51.7 (humans) |" in realism
+    assert "mean ± std over 3 whole-pipeline replicates" in realism
+    lp = report.label_preservation_md({"gaze": m})
+    assert lp.splitlines()[0].endswith("| Over 3 replicates (mean ± std) |")
+    assert "| gaze | pupil centre shift (px) | 1.0 ± 0.7 | 1.1 ± 0.8 | 1.00 ± 0.20 |" in lp
