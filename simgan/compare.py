@@ -48,12 +48,15 @@ _GOOD, _BAD, _NEUTRAL = "✅", "❌", "·"
 def direction(key: str) -> str | None:
     """ "lower", "higher", "fifty" (closer to 50 is better) or None (neutral) for a flattened key.
 
-    Precedence: a `.std` key is neutral; `_acc_pct` under `realism` is an automated Turing test
-    where 50% means indistinguishable; then `error`/`shift` (lower is better) before
-    `pct`/`pck`/`within` (higher is better), so a key like `error_pct` reads as an error."""
+    Precedence: a `.std` key is neutral; `paired.<pair>.mean` is the mean paired improvement of
+    the first row over the second (positive = better), so higher; `_acc_pct` under `realism` is an
+    automated Turing test where 50% means indistinguishable; then `error`/`shift` (lower is better)
+    before `pct`/`pck`/`within` (higher is better), so a key like `error_pct` reads as an error."""
     parts = key.split(".")
     if parts[-1] == "std":
         return None
+    if parts[0] == "paired":
+        return "higher" if parts[-1] == "mean" else None
     if "realism" in parts[:-1] and parts[-1].endswith("_acc_pct"):
         return "fifty"
     if "error" in key or "shift" in key:
@@ -283,9 +286,14 @@ def _num(x) -> str:
 
 
 def changes_table_md(diff: dict, show_all: bool) -> str:
+    """One line per changed metric (every metric with show_all). The per-replicate lists
+    (`*.values`: one per row metric, realism and label-preservation key and pair) are left out:
+    their mean and std are lines of their own, and the lists would double the table."""
     body = []
     for file in sorted(diff):
         for key in sorted(diff[file]):
+            if key.rsplit(".", 1)[-1] == "values":
+                continue
             e = diff[file][key]
             old, new = e.get("old"), e.get("new")
             if old == new and not show_all:
@@ -317,7 +325,7 @@ def _comparability_warning(ma: dict, mb: dict) -> str:
     """Numbers from different profiles or seed counts are not comparable; say so up front."""
     notes = []
     for task in sorted(set(ma) & set(mb)):
-        for field in ("profile", "seeds"):
+        for field in ("profile", "seeds", "replicate_seeds"):
             va, vb = ma[task].get(field), mb[task].get(field)
             if va != vb:
                 notes.append(f"{task} `{field}` differs ({_num(va)} → {_num(vb)})")

@@ -129,6 +129,11 @@ def table_line(md: str, key: str) -> str:
         ("other.refined_vs_real_acc_pct", "higher"),
         ("seeds", None),
         ("profile", None),
+        ("paired.refined_vs_synthetic_1x.mean", "higher"),  # the mean paired improvement
+        ("paired.refined_vs_synthetic_1x.se", None),
+        ("paired.refined_vs_synthetic_1x.verdict", None),
+        ("paired.refined_aug_vs_synthetic_aug_1x.agree", None),
+        ("realism.replicates.refined_vs_real_acc_pct.std", None),
     ],
 )
 def test_direction_rules(key, expected):
@@ -192,6 +197,27 @@ def test_gate_thresholds_on_a_diff():
     assert failed("new.error:0") == [False]
     with pytest.raises(cmp.SimganError, match="not in any metrics file"):
         cmp.check_gates([cmp.parse_gate("nope.error:5")], diff)
+
+
+def test_per_replicate_lists_stay_out_of_the_changes_table_and_verdicts_show():
+    diff = {
+        "metrics/gaze.json": {
+            "rows.refined_1x.mean_error_deg.mean": {"old": 10.0, "new": 9.5},
+            "rows.refined_1x.mean_error_deg.values": {"old": [10.0, 10.5, 9.5], "new": [9.5, 9.0, 10.0]},
+            "realism.replicates.refined_vs_real_acc_pct.values": {"old": [60.0, 61.0], "new": [55.0, 56.0]},
+            "paired.refined_vs_synthetic_1x.mean": {"old": 2.0, "new": 2.5},
+            "paired.refined_vs_synthetic_1x.verdict": {"old": "no difference", "new": "beats"},
+            "replicate_seeds": {"old": [0, 1, 2], "new": [0, 1, 2]},
+        }
+    }
+    md = cmp.changes_table_md(diff, show_all=True)
+    assert ".values" not in md
+    assert table_line(md, "paired.refined_vs_synthetic_1x.mean").endswith("| 2.0 | 2.5 | +0.5 | +25.0% | ✅ |")
+    assert table_line(md, "paired.refined_vs_synthetic_1x.verdict").endswith("| no difference | beats | — | — | · |")
+    assert table_line(md, "replicate_seeds").endswith("| [0, 1, 2] | [0, 1, 2] | — | — | · |")
+    assert cmp.parse_gate("paired.refined_vs_synthetic_1x.mean:abs=1").key == "paired.refined_vs_synthetic_1x.mean"
+    warning = cmp._comparability_warning({"gaze": {"seeds": 3}}, {"gaze": {"seeds": 3, "replicate_seeds": [0, 1, 2]}})
+    assert "gaze `replicate_seeds` differs (— → [0, 1, 2])" in warning
 
 
 # --- against the repository --------------------------------------------------------------------
