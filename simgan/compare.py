@@ -38,6 +38,9 @@ PLOT_FILES = (
     ("gaze", "train_losses", "step", "loss / discriminator accuracy"),
     ("hand", "train_losses", "step", "loss / discriminator accuracy"),
 )
+# where a curve file is at a revision, first match: the training curves are one CSV per replicate
+# (the first replicate's is drawn); revisions from before the replicates had one file
+PLOT_PATHS = {"train_losses": ("{task}/train_losses/seed0.csv", "{task}/train_losses.csv")}
 _TIMEOUT_S = 600
 _GOOD, _BAD, _NEUTRAL = "✅", "❌", "·"
 
@@ -409,8 +412,14 @@ def write_plots(repo: Path, a: Rev, b: Rev, out_dir: Path) -> list[Path]:
 
     written = []
     for task, stem, x_col, y_label in PLOT_FILES:
-        path = f"plots/{task}/{stem}.csv"
-        data = [(rev, _read_csv(repo, rev, path)) for rev in (a, b)]
+        data = []
+        for rev in (a, b):
+            for pattern in PLOT_PATHS.get(stem, (f"{{task}}/{stem}.csv",)):
+                path = "plots/" + pattern.format(task=task)
+                cols = _read_csv(repo, rev, path)
+                if cols is not None:
+                    break
+            data.append((rev, cols))
         if all(d is None for _, d in data):
             continue
         # One colour per curve name across both panels, so a row keeps its colour even when the

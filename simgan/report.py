@@ -670,7 +670,7 @@ def _scaling_sentence(metrics: Mapping, spec: _TaskSpec) -> str:
 
 
 FIGURES = (
-    ("samples.png", "synthetic | refined | real samples"),
+    ("samples/seed0.png", "synthetic | refined | real samples (replicate 0)"),
     ("curves.png", "error / PCK curves on the real test set"),
     ("size.png", "accuracy vs training-set size"),
     ("losses.png", "adversarial training losses"),

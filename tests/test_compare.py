@@ -359,17 +359,19 @@ def test_bad_plot_csv_and_bad_metrics_json_are_named(repo, tmp_path):
 
 
 def test_plots_of_the_pipelines_own_training_logs(repo, tmp_path, capsys):
-    """The pipeline's train_losses.csv has a text column (`phase`) and empty cells (each phase logs
-    its own losses): a label and gaps, not errors."""
+    """The pipeline's training logs (one per replicate, plots/<task>/train_losses/seed<k>.csv; the
+    first is drawn) have a text column (`phase`) and empty cells (each phase logs its own losses):
+    a label and gaps, not errors. The repo fixture's gaze log is at the path of revisions from
+    before the replicates (plots/gaze/train_losses.csv), which is read when seed0.csv is absent."""
     saved = {}
     for task in ("gaze", "hand"):
-        path = repo / f"plots/{task}/train_losses.csv"
+        path = repo / f"plots/{task}/train_losses/seed0.csv"
         saved[path] = path.read_text() if path.exists() else None
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / f"plots/{task}/train_losses.csv", path)
+        shutil.copy(ROOT / f"plots/{task}/train_losses/seed0.csv", path)
     try:
         assert main(["compare", "HEAD", "--repo", str(repo), "--plots", str(tmp_path / "plots")]) == 0
-        cols = cmp._read_csv(repo, cmp.resolve_rev(repo, "workspace"), "plots/hand/train_losses.csv")
+        cols = cmp._read_csv(repo, cmp.resolve_rev(repo, "workspace"), "plots/hand/train_losses/seed0.csv")
     finally:
         for path, text in saved.items():
             path.unlink() if text is None else path.write_text(text)
