@@ -376,5 +376,7 @@ def test_export_images_without_names_and_of_hands(tmp_path):
     assert a[0, 0] == 0 and a[0, 1] == 65535
     # Two names that would meet as PNGs keep their whole names; a name leaving the folder is refused.
     assert png_names(["a.jpg", "a.png", "b/c.tif"], 3, "f") == ["a.jpg.png", "a.png.png", "b/c.png"]
+    with pytest.raises(SimganError, match=r"rows would share the PNG name 'a\.jpg\.png'"):
+        png_names(["a.jpg", "a.png", "a.jpg.png"], 3, "f")
     with pytest.raises(SimganError, match=r"row 1: expected a relative file name inside the folder, got '\.\./x\.png'"):
         png_names(["ok.png", "../x.png"], 2, "f")

@@ -139,7 +139,11 @@ def png_names(names, n: int, where: str) -> list[str]:
         out.append(path)
     pngs = [p.with_suffix(".png").as_posix() for p in out]
     taken = Counter(pngs)
-    return [png if taken[png] == 1 else p.as_posix() + ".png" for png, p in zip(pngs, out)]
+    pngs = [png if taken[png] == 1 else p.as_posix() + ".png" for png, p in zip(pngs, out)]
+    twice = [name for name, count in Counter(pngs).items() if count > 1]
+    if twice:
+        raise SimganError(f"{where}: key '{FILES_KEY}': rows would share the PNG name {twice[0]!r}")
+    return pngs
 
 
 def _to_png_array(image: np.ndarray, task: str) -> np.ndarray:
@@ -208,7 +212,12 @@ def _replace_dir(new: Path, target: Path) -> None:
             os.replace(target, old)
         else:
             target.rmdir()
-    os.replace(new, target)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)  # the user's folder back where it was
+        raise
     if old is not None:
         with contextlib.suppress(OSError):
             shutil.rmtree(old)
