@@ -65,13 +65,14 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "g.png").exists()
 
 
-def test_simulate_hands_and_show(tmp_path):
+def test_simulate_hands_and_show(tmp_path, capsys):
     hands = pytest.importorskip("simgan.sim.hands")
     out, png = tmp_path / "hands.h5", tmp_path / "hands.png"
     assert (
         run("simulate", "hands", "--n", 6, "--seed", 0, "--size", 32, "--out", out, "--workers", 1, "--no-progress")
         == 0
     )
+    assert capsys.readouterr().out == f"wrote 6 synthetic hand depth maps (32x32) to {out}\n"
     with open_dataset(out) as ds:
         assert (ds.task, ds.n, ds["depth"].shape) == ("hand", 6, (6, 32, 32))
     assert len(hands.HAND_SKELETON) > 0
