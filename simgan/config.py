@@ -193,11 +193,11 @@ def register(subparsers) -> None:
     a = sub.add_parser(
         "apply", help="merge PROFILE into params.yaml key by key, keeping its comments and key order (git restores it)"
     )
-    a.add_argument("profile")
-    a.add_argument("--params", default="params.yaml")
+    a.add_argument("profile", help="profile YAML, e.g. profiles/tiny.yaml")
+    a.add_argument("--params", default="params.yaml", help="the params file to rewrite (default: params.yaml)")
     a.set_defaults(func=lambda args: apply_profile(args.params, args.profile) and 0)
     o = sub.add_parser("overrides", help="print PROFILE as -S key=value arguments for `dvc exp run`")
-    o.add_argument("profile")
+    o.add_argument("profile", help="profile YAML, e.g. profiles/paper.yaml")
 
     def overrides(args) -> int:
         flat = flatten(Params.load(args.profile).data)

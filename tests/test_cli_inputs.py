@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -509,3 +510,35 @@ def test_help_says_what_simgan_is_and_version_prints_the_installed_one(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out == f"simgan {version('simgan')}\n"
+
+
+def _option_help(capsys, argv, option: str) -> str:
+    """What `simgan ARGV --help` says of `option`: its entry in the options list, as one line."""
+    from simgan.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"\s+{re.escape(option)}\b", line))
+    stop = next((i for i in range(start + 1, len(lines)) if re.match(r"\s+-|\S", lines[i])), len(lines))
+    return " ".join(" ".join(lines[start:stop]).split())
+
+
+@pytest.mark.parametrize(
+    "argv, option, needle",
+    [
+        (("simulate",), "--seed", "seed of every random draw"),
+        (("simulate",), "--domain", "surrogate real domain"),
+        (("show",), "--seed", "which rows to draw"),
+        (("import", "folder"), "--crop", "centred window"),
+        (("import", "folder"), "--domain", "simulator renders"),
+        (("import", "folder"), "--size", "the size every image has"),
+        (("import", "kaggle"), "--domain", "the file's domain"),
+        (("params", "apply"), "--params", "the params file to rewrite"),
+        (("export",), "--images", "PNG"),
+        (("export",), "--overwrite", "non-empty"),
+    ],
+)
+def test_every_option_the_user_asked_about_has_help(capsys, argv, option, needle):
+    assert needle in _option_help(capsys, argv, option)

@@ -82,7 +82,8 @@ def test_folder_parquet_colour_and_crop_modes(tmp_path):
     # Unlabeled: a real-side file in natural file order (img_2 before img_10), grayscale.
     assert import_folder(tmp_path / "imgs", tmp_path / "u.h5", FolderConfig(size=(20, 20), workers=1)) == 3
     with open_dataset(tmp_path / "u.h5", require_labels=False) as ds:
-        assert ds.domain == "real" and ds.keys() == ["images"] and ds["images"].shape == (3, 20, 20)
+        assert ds.domain == "real" and ds.keys() == ["files", "images"] and ds["images"].shape == (3, 20, 20)
+        assert list(ds.file_names()) == ["img_2.png", "img_10.png", "sub/img_1.png"]
     # 16-bit grayscale PNG scales to 8 bits.
     Image.fromarray(np.full((35, 55), 65535, np.uint16)).save(tmp_path / "imgs" / "deep.png")
     import_folder(tmp_path / "imgs", tmp_path / "d.h5", FolderConfig(size=(35, 55), workers=1))
@@ -215,7 +216,8 @@ def test_cli_import_export_and_errors(tmp_path, capsys):
     assert rc == 0 and "wrote 3 rows" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "f.h5"), "--out", str(tmp_path / "f.parquet")]) == 0
     df = pd.read_parquet(tmp_path / "f.parquet")
-    assert list(df.columns) == ["index", "angle", "count", "tiny"]
+    assert list(df.columns) == ["index", "file", "angle", "count", "tiny"]
+    assert list(df["file"]) == ["img_10.png", "img_2.png", "sub/img_1.png"]  # the table's rows, its names
     assert df["angle"].to_numpy().tobytes() == pd.read_csv(tmp_path / "labels.csv")["angle"].to_numpy().tobytes()
     rc = main(["import", "folder", str(tmp_path / "imgs"), "--out", str(tmp_path / "x.h5"), "--size", "35by55"])
     assert rc == 2 and "--size: expected HxW" in capsys.readouterr().err
@@ -225,3 +227,156 @@ def test_cli_import_export_and_errors(tmp_path, capsys):
     assert rc == 2 and "unknown data set 'nope'" in capsys.readouterr().err
     rc = main(["export", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "m.parquet")])
     assert rc == 2 and "missing.h5: file not found" in capsys.readouterr().err
+
+
+def _same_size_images(root, names, hw=(30, 40), color=False):
+    rng = np.random.default_rng(5)
+    out = {}
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        a = rng.integers(0, 256, hw + ((3,) if color else ()), dtype=np.uint8)
+        Image.fromarray(a).save(root / name)
+        out[name] = a
+    return out
+
+
+def test_folder_size_inferred_when_all_images_agree(tmp_path, capsys):
+    imgs = _same_size_images(tmp_path / "imgs", ["b.png", "a/c.png", "d.bmp"])
+    assert main(["import", "folder", str(tmp_path / "imgs"), "--out", str(tmp_path / "f.h5"), "--workers", "1"]) == 0
+    assert "wrote 3 rows" in capsys.readouterr().out
+    with open_dataset(tmp_path / "f.h5", require_labels=False) as ds:
+        names = list(ds.file_names())
+        assert ds["images"].shape == (3, 30, 40) and names == ["a/c.png", "b.png", "d.bmp"]
+        for name, image in zip(names, ds["images"]):  # stored as they are: no crop, no resize
+            np.testing.assert_array_equal(image, imgs[name])
+    # An EXIF rotation by 90 degrees turns a 30x40 file into a 40x30 image, which is what counts.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(imgs["b.png"]).save(tmp_path / "imgs" / "b.png", exif=exif)
+    rc = main(["import", "folder", str(tmp_path / "imgs"), "--out", str(tmp_path / "g.h5"), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "images differ in size ('a/c.png' is 30x40, 'b.png' is 40x30); pass --size HxW" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "g.h5").exists()
+    # With --size the same folder imports.
+    rc = main(
+        [
+            "import",
+            "folder",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(tmp_path / "g.h5"),
+            "--size",
+            "30x40",
+            "--workers",
+            "1",
+        ]
+    )
+    assert rc == 0
+
+
+def test_files_key_is_checked_and_survives_a_copy(tmp_path):
+    from simgan.data.format import DatasetError, DatasetWriter, copy_labels
+
+    attrs = {"task": "generic", "domain": "synthetic", "source": "test"}
+    arrays = {"images": np.zeros((2, 4, 4), np.uint8), "files": np.array(["a/ü.png", "b.png"]), "labels/x": np.ones(2)}
+    write_dataset(tmp_path / "a.h5", arrays, attrs)
+    with open_dataset(tmp_path / "a.h5") as ds, DatasetWriter(tmp_path / "b.h5", ds.attrs) as w:
+        w.append({"images": ds["images"]})
+        copy_labels(ds, w)  # what refinement does with every non-image key
+    with open_dataset(tmp_path / "b.h5") as ds:
+        assert list(ds.file_names()) == ["a/ü.png", "b.png"]
+    for bad, match in ((np.array(["a", ""]), "non-empty file name"), (np.arange(2), "UTF-8 strings")):
+        with pytest.raises(DatasetError, match=match):
+            write_dataset(tmp_path / "c.h5", {**arrays, "files": bad}, attrs)
+    write_dataset(tmp_path / "u.h5", {"images": np.zeros((2, 4, 4), np.uint8)}, attrs)
+    with open_dataset(tmp_path / "u.h5") as ds:
+        assert ds.file_names() is None
+
+
+def test_export_images_under_the_users_names(tmp_path, capsys):
+    imgs = _same_size_images(tmp_path / "imgs", ["x/one.jpg", "two.png", "x/y/three.png"], color=True)
+    (tmp_path / "labels.csv").write_text("file,u,v\nx/one.jpg,0.1,1\ntwo.png,-2.5e-300,2\nx/y/three.png,3,3\n")
+    h5 = tmp_path / "f.h5"
+    args = ["import", "folder", str(tmp_path / "imgs"), "--labels", str(tmp_path / "labels.csv"), "--color"]
+    assert main([*args, "--out", str(h5), "--workers", "1"]) == 0
+    out = tmp_path / "out" / "pngs"
+    assert main(["export", str(h5), "--images", str(out)]) == 0
+    assert f"wrote 3 images and labels.csv to {out}" in capsys.readouterr().out
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["labels.csv", "two.png", "x/one.png", "x/y/three.png"]
+    table = pd.read_csv(out / "labels.csv")
+    assert list(table.columns) == ["file", "u", "v"] and list(table["file"]) == [
+        "x/one.png",
+        "two.png",
+        "x/y/three.png",
+    ]
+    assert table["u"].to_numpy().tobytes() == np.array([0.1, -2.5e-300, 3.0]).tobytes()
+    with open_dataset(h5) as ds:
+        stored = ds["images"]
+    for name, image in zip(table["file"], stored):
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.mode == "RGB"
+            np.testing.assert_array_equal(np.asarray(im), image)
+    np.testing.assert_array_equal(stored[1], imgs["two.png"])
+    # The folder and its table import back as the same data set.
+    assert (
+        main(
+            [
+                "import",
+                "folder",
+                str(out),
+                "--labels",
+                str(out / "labels.csv"),
+                "--color",
+                "--out",
+                str(tmp_path / "r.h5"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    with open_dataset(tmp_path / "r.h5") as back, open_dataset(h5) as ds:
+        assert np.array_equal(back["images"], ds["images"]) and back["labels/u"].tobytes() == ds["labels/u"].tobytes()
+    capsys.readouterr()
+    # A non-empty folder is refused before anything is written; --overwrite replaces it whole.
+    (out / "mine.txt").write_text("keep?")
+    parquet = tmp_path / "l.parquet"
+    assert main(["export", str(h5), "--out", str(parquet), "--images", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--images {out}: the folder exists and is not empty; pass --overwrite" in err
+    assert (out / "mine.txt").exists() and not parquet.exists()
+    assert main(["export", str(h5), "--images", str(out), "--overwrite"]) == 0
+    assert not (out / "mine.txt").exists() and (out / "x" / "y" / "three.png").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pngs"]  # no temp or old folder left
+    assert (
+        main(["export", str(h5)]) == 2
+        and "--out FILE.parquet (the labels) and/or --images DIR" in capsys.readouterr().err
+    )
+
+
+def test_export_images_without_names_and_of_hands(tmp_path):
+    from simgan.data.export import export_images, png_names
+
+    attrs = {"task": "generic", "domain": "refined", "source": "test"}
+    write_dataset(tmp_path / "g.h5", {"images": np.arange(11 * 6, dtype=np.uint8).reshape(11, 2, 3)}, attrs)
+    assert export_images(tmp_path / "g.h5", tmp_path / "g") == 11
+    assert sorted(p.name for p in (tmp_path / "g").glob("*.png"))[:2] == ["00.png", "01.png"]
+    assert list(pd.read_csv(tmp_path / "g" / "labels.csv")["file"])[-1] == "10.png"
+    with Image.open(tmp_path / "g" / "10.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), np.arange(60, 66, dtype=np.uint8).reshape(2, 3))
+    depth = np.ones((2, 8, 8), np.float32)
+    depth[0, 0, 0] = -1.0
+    write_dataset(
+        tmp_path / "h.h5", {"depth": depth}, {"task": "hand", "domain": "real", "source": "t"}, require_labels=False
+    )
+    export_images(tmp_path / "h.h5", tmp_path / "h")
+    with Image.open(tmp_path / "h" / "0.png") as im:  # 16-bit: -1 (near) -> 0, 1 (far) -> 65535
+        a = np.asarray(im)
+    assert a[0, 0] == 0 and a[0, 1] == 65535
+    # Two names that would meet as PNGs keep their whole names; a name leaving the folder is refused.
+    assert png_names(["a.jpg", "a.png", "b/c.tif"], 3, "f") == ["a.jpg.png", "a.png.png", "b/c.png"]
+    with pytest.raises(SimganError, match=r"rows would share the PNG name 'a\.jpg\.png'"):
+        png_names(["a.jpg", "a.png", "a.jpg.png"], 3, "f")
+    with pytest.raises(SimganError, match=r"row 1: expected a relative file name inside the folder, got '\.\./x\.png'"):
+        png_names(["ok.png", "../x.png"], 2, "f")

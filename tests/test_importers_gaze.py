@@ -103,6 +103,26 @@ def test_unityeyes_import(tmp_path):
     assert span == pytest.approx(22.0, abs=0.3)
 
 
+def test_unityeyes_accepts_its_own_output_folder(tmp_path, capsys):
+    """UnityEyes writes its renders to imgs/ below its output folder: either folder imports, to
+    the same bytes; a folder with neither says where it looked."""
+    from simgan.cli import main
+
+    app = tmp_path / "UnityEyes_Windows"
+    (app / "imgs").mkdir(parents=True)
+    for i in range(1, 4):
+        _render(app / "imgs", i)
+    (app / "UnityEyes.exe").write_bytes(b"not a render")
+    for src, out in ((app, tmp_path / "a.h5"), (app / "imgs", tmp_path / "b.h5")):
+        assert main(["import", "unityeyes", str(src), "--out", str(out), "--workers", "1"]) == 0
+        assert "wrote 3 rows" in capsys.readouterr().out
+    with open_dataset(tmp_path / "a.h5") as a, open_dataset(tmp_path / "b.h5") as b:
+        assert a.n == 3 and all(np.array_equal(a[k], b[k]) for k in a.keys())
+    (tmp_path / "empty").mkdir()
+    assert main(["import", "unityeyes", str(tmp_path / "empty"), "--out", str(tmp_path / "c.h5")]) == 2
+    assert "no UnityEyes *.json files found; expected N.jpg + N.json here or in imgs/" in capsys.readouterr().err
+
+
 def test_unityeyes_filter_resample_and_bad_inputs(tmp_path):
     src = tmp_path / "ue"
     src.mkdir()

@@ -19,3 +19,11 @@ def test_quick_start_is_two_make_commands_and_ci_runs_the_test_one():
     commands = re.findall(r"^(make \w+)", quick, flags=re.MULTILINE)
     assert commands == ["make repro", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_setup_says_where_the_venv_is_and_what_the_system_python_gives():
+    quick = " ".join(README.split("## Quick start", 1)[1].split("\n## ", 1)[0].split())
+    assert "`make setup` alone creates `.venv`" in quick
+    assert "`. .venv/bin/activate`" in quick and "`.venv/bin/python`" in quick and "`.venv/bin/dvc`" in quick
+    assert "ModuleNotFoundError: No module named 'h5py'" in quick
+    assert re.search(r"^setup:", (ROOT / "Makefile").read_text(), flags=re.MULTILINE)  # the target it names

@@ -142,7 +142,7 @@ def _run_folder(a) -> int:
     from simgan.data.importers.folder import FolderConfig, import_folder, parse_units
 
     cfg = FolderConfig(
-        size=parse_size(a.size),
+        size=None if a.size is None else parse_size(a.size),
         color=a.color,
         crop=a.crop,
         labels=a.labels,
@@ -167,10 +167,21 @@ def _run_download(a) -> int:
 
 
 def _run_export(a) -> int:
-    from simgan.data.export import export_labels
+    from simgan.data.export import check_images_dir, export_images, export_labels
 
-    n = export_labels(a.src, a.out)
-    print(f"wrote {n} rows to {a.out}")
+    if a.out is None and a.images is None:
+        raise SimganError("export: expected --out FILE.parquet (the labels) and/or --images DIR (PNGs + labels.csv)")
+    if a.overwrite and a.images is None:
+        raise SimganError("--overwrite: applies to --images DIR only")
+    if a.images is not None:
+        check_output_path(a.images, "--images", directory=True)
+        check_images_dir(a.images, a.overwrite)
+    if a.out is not None:
+        n = export_labels(a.src, a.out)
+        print(f"wrote {n} rows to {a.out}")
+    if a.images is not None:
+        n = export_images(a.src, a.images, overwrite=a.overwrite)
+        print(f"wrote {n} images and labels.csv to {a.images}")
     return 0
 
 
@@ -178,8 +189,10 @@ def register(subparsers) -> None:
     imp = subparsers.add_parser("import", help="convert a public data set into the project's HDF5 format")
     isub = imp.add_subparsers(dest="source", required=True, metavar="SOURCE")
 
-    p = isub.add_parser("unityeyes", help="UnityEyes renders (N.jpg + N.json) -> synthetic gaze")
-    p.add_argument("src", type=Path, help="folder of N.jpg + N.json")
+    p = isub.add_parser("unityeyes", help="UnityEyes renders (imgs/N.jpg + N.json) -> synthetic gaze")
+    p.add_argument(
+        "src", type=Path, help="UnityEyes' output folder (the one holding imgs/) or imgs/ itself: N.jpg + N.json"
+    )
     _common(p)
     p.add_argument("--crop-scale", type=float, default=2.5, help="crop width in eye widths (default 2.5)")
     p.add_argument(
@@ -206,7 +219,7 @@ def register(subparsers) -> None:
         help="eval = the Evaluation Subset (labelled test set); rest = all but it",
     )
     p.add_argument("--persons", type=_persons, help="comma-separated, e.g. p00,p01 (default: all)")
-    p.add_argument("--eyes", choices=("both", "left", "right"), default="both")
+    p.add_argument("--eyes", choices=("both", "left", "right"), default="both", help="which eyes (default both)")
     p.add_argument("--no-mirror", action="store_true", help="do not mirror right eyes into left ones")
     p.add_argument("--fit", choices=("crop", "resize"), default="crop", help="36x60 -> 35x55 (default crop)")
     p.add_argument("--unlabeled", action="store_true", help="write images only")
@@ -215,7 +228,11 @@ def register(subparsers) -> None:
     p = isub.add_parser("kaggle", help="Kaggle eye-gaze gaze.h5 / real_gaze.h5 -> gaze")
     p.add_argument("src", type=Path, help="gaze.h5 or real_gaze.h5")
     _common(p, bad=False, workers=False)
-    p.add_argument("--domain", choices=("synthetic", "real"), help="default: real for real*.h5, else synthetic")
+    p.add_argument(
+        "--domain",
+        choices=("synthetic", "real"),
+        help="the file's domain (default: real for real*.h5, else synthetic)",
+    )
     p.add_argument("--limit", type=int, help="only the first N images")
     p.set_defaults(func=_checked(_run_kaggle))
 
@@ -224,7 +241,7 @@ def register(subparsers) -> None:
     _common(p, out=False)
     p.add_argument("--out-synthetic", type=_h5_out, help="synthetic data set to write (.h5)")
     p.add_argument("--out-real", type=_h5_out, help="real data set to write (.h5)")
-    p.add_argument("--split", choices=("train", "test"), default="train")
+    p.add_argument("--split", choices=("train", "test"), default="train", help="NYU's train or test split")
     p.add_argument("--camera", type=int, choices=(1, 2, 3), default=1, help="1 = front (default)")
     p.add_argument("--size", type=int, default=64, help="crop side in pixels (paper 224; default 64)")
     p.add_argument("--half-range-mm", type=float, default=150.0, help="depth mapped to [-1, 1] around the hand")
@@ -235,12 +252,26 @@ def register(subparsers) -> None:
     p = isub.add_parser("folder", help="a folder of images (+ labels table) -> generic data set")
     p.add_argument("src", type=Path, help="folder of images (searched recursively)")
     _common(p)
-    p.add_argument("--size", required=True, metavar="HxW", help="stored image size, e.g. 35x55")
+    p.add_argument(
+        "--size",
+        metavar="HxW",
+        help="stored image size, e.g. 35x55 (default: the size every image has; required when they differ)",
+    )
     p.add_argument("--labels", type=Path, help="CSV or Parquet with a 'file' column and numeric label columns")
     p.add_argument("--units", metavar="a=deg,b=px", help="units of the label columns")
     p.add_argument("--color", action="store_true", help="keep RGB (default grayscale)")
-    p.add_argument("--crop", choices=("center", "none", "resize"), default="center")
-    p.add_argument("--domain", choices=("synthetic", "real"), help="default: synthetic with --labels, else real")
+    p.add_argument(
+        "--crop",
+        choices=("center", "none", "resize"),
+        default="center",
+        help="fitting to --size: center crops the centred window of that aspect and area-resizes (default); "
+        "resize squeezes the whole image; none requires the exact size",
+    )
+    p.add_argument(
+        "--domain",
+        choices=("synthetic", "real"),
+        help="the file's domain: synthetic (simulator renders) or real (default: synthetic with --labels, else real)",
+    )
     p.set_defaults(func=_checked(_run_folder))
 
     p = subparsers.add_parser("download", help="fetch a public data set (resumable, sha256-verified)")
@@ -251,7 +282,15 @@ def register(subparsers) -> None:
     p.add_argument("--retries", type=int, default=3, help="resume attempts after a dropped connection")
     p.set_defaults(func=_checked(_run_download))
 
-    p = subparsers.add_parser("export", help="write a data set's labels to Parquet (one row per image)")
-    p.add_argument("src", type=Path, help="data set file (.h5)")
-    p.add_argument("--out", type=Path, required=True, help="labels file to write (.parquet)")
+    p = subparsers.add_parser(
+        "export",
+        help="write a data set's labels to Parquet and/or its images as PNG files",
+        description="--out writes the labels to Parquet (one row per image); --images DIR writes every "
+        "image as DIR/<its file name>.png (the names the folder import stored, subfolders kept; "
+        "zero-padded row numbers otherwise) and DIR/labels.csv with a `file` column.",
+    )
+    p.add_argument("src", type=Path, help="data set file (.h5), e.g. data/mytask/refined/seed0.h5")
+    p.add_argument("--out", type=Path, help="labels file to write (.parquet)")
+    p.add_argument("--images", type=Path, metavar="DIR", help="folder to write the images (PNG) and labels.csv into")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --images folder")
     p.set_defaults(func=_checked(_run_export))

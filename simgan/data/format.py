@@ -11,7 +11,9 @@ can use. The full specification, with examples, is docs/data_format.md; in short
 * hand:    depth (N,S,S) float32 in [-1,1] (1 = far / background); joints (N,14,3) float32
            (u, v pixels, d normalized like depth); optional mask (N,S,S) uint8.
 * generic: images (N,H,W) or (N,H,W,C) uint8.
-* any task: numeric label columns labels/<name> shaped (N,) or (N,k), each with attr `unit`.
+* any task: numeric label columns labels/<name> shaped (N,) or (N,k), each with attr `unit`;
+           optional files (N,) UTF-8 strings: each row's source file, relative to the imported
+           folder ('a/b.png'), as `simgan import folder` writes it.
 
 All datasets are chunked along N with the same row count, so `Dataset.iter_chunks` reads whole
 chunks and a stream of a file never holds more than a chunk per key.
@@ -45,6 +47,9 @@ GAZE_NORM_TOLERANCE = 1e-3
 VALIDATE_ROWS = 65536  # label rows read at a time when a file is validated on open
 REQUIRED_ATTRS = ("format_version", "task", "domain", "source", "generator_version", "seed")
 COMPRESSIONS = (None, "lzf", "gzip")
+# Optional per-row source file names (any task): variable-length UTF-8 strings, shape (N,).
+FILES_KEY = "files"
+_FILES_DESCRIBE = "UTF-8 strings (N,): each row's source file name"
 
 # Chunks of about this many bytes per key keep HDF5 overhead negligible while a streamed chunk of
 # even 224x224 depth maps stays small; the row count is clamped so labels and images share chunks.
@@ -122,10 +127,26 @@ def _shape_str(dtype, shape) -> str:
     return f"{np.dtype(dtype)} {tuple(shape)}"
 
 
+def _is_string_dtype(dtype) -> bool:
+    """An HDF5 string dtype, or what a writer may be given for one: str/bytes numpy arrays or objects."""
+    return h5py.check_string_dtype(np.dtype(dtype)) is not None or np.dtype(dtype).kind in "OUS"
+
+
+def _check_file_names(where: str, values: np.ndarray, row0: int = 0) -> None:
+    for i, name in enumerate(values):
+        if not isinstance(name, str) or not name:
+            raise DatasetError(
+                f"{where}: key '{FILES_KEY}': expected a non-empty file name (str) per row, got {name!r} at row {row0 + i}"
+            )
+
+
 def _check_key(where: str, task: str, key: str, dtype, shape, named_sizes: dict[str, int]) -> None:
     """Dtype and trailing shape of one key (N is compared across keys by _check_structure)."""
     specs = _SPECS[task]
-    if key.startswith(LABELS_GROUP + "/"):
+    if key == FILES_KEY:
+        if not (_is_string_dtype(dtype) and len(shape) == 1):
+            raise DatasetError(f"{where}: key '{key}': expected {_FILES_DESCRIBE}, got {_shape_str(dtype, shape)}")
+    elif key.startswith(LABELS_GROUP + "/"):
         ok = np.dtype(dtype).kind in "biuf" and len(shape) in (1, 2) and all(s > 0 for s in shape[1:])
         if not ok:
             raise DatasetError(
@@ -133,7 +154,7 @@ def _check_key(where: str, task: str, key: str, dtype, shape, named_sizes: dict[
             )
     elif key not in specs:
         raise DatasetError(
-            f"{where}: key '{key}': not part of the '{task}' format (allowed: {sorted(specs)}; "
+            f"{where}: key '{key}': not part of the '{task}' format (allowed: {sorted([*specs, FILES_KEY])}; "
             f"put extra numeric labels under '{LABELS_GROUP}/')"
         )
     else:
@@ -203,6 +224,9 @@ def _check_image_values(where: str, task: str, key: str, values: np.ndarray, row
 
 
 def _check_values(where: str, task: str, key: str, values: np.ndarray, row0: int = 0) -> None:
+    if key == FILES_KEY:
+        _check_file_names(where, values, row0)
+        return
     spec = _SPECS[task].get(key)
     if spec is None or spec.label:
         _check_label_values(where, task, key, values, row0)
@@ -256,7 +280,10 @@ def _validate_h5(h5: h5py.File, where: str, require_labels: bool) -> tuple[str, 
         if key.startswith(LABELS_GROUP + "/") and "unit" not in h5[key].attrs:
             raise DatasetError(f"{where}: key '{key}': attr 'unit' missing; expected a string (may be '')")
         spec = _SPECS[task].get(key)
-        if spec is None or spec.label:
+        if key == FILES_KEY:
+            for start in range(0, n, VALIDATE_ROWS):
+                _check_values(where, task, key, h5[key].asstr()[start : start + VALIDATE_ROWS], row0=start)
+        elif spec is None or spec.label:
             # Every label row is checked, a block at a time: memory stays constant however many
             # rows the file has (reading a 1M-row landmark column whole took ~130 MiB).
             for start in range(0, n, VALIDATE_ROWS):
@@ -334,8 +361,12 @@ class Dataset:
         for key in keys:
             ds = self._dataset(key)
             with _wrap_h5_errors(str(self.path), f"key '{key}'"):
-                out[key] = ds[start:stop]
+                out[key] = ds.asstr()[start:stop] if key == FILES_KEY else ds[start:stop]
         return out
+
+    def file_names(self, rows: slice | None = None) -> np.ndarray | None:
+        """Each row's source file name (object array of str), or None if the file stores none."""
+        return self.read([FILES_KEY], rows)[FILES_KEY] if FILES_KEY in self else None
 
     def iter_chunks(
         self, keys: Iterable[str] | None = None, rows: slice | None = None
@@ -481,7 +512,7 @@ class DatasetWriter:
             key,
             shape=(0,) + arr.shape[1:],
             maxshape=(None,) + arr.shape[1:],
-            dtype=arr.dtype,
+            dtype=h5py.string_dtype("utf-8") if key == FILES_KEY else arr.dtype,
             chunks=(rows,) + arr.shape[1:],
             compression=self.compression,
             track_times=False,  # h5py's default today; a creation time in the header would make every write a new file
@@ -496,6 +527,8 @@ class DatasetWriter:
             raise DatasetError(f"{self._where}: DatasetWriter.append called outside its `with` block")
         for key, arr in arrays.items():
             arr = np.asarray(arr)
+            if key == FILES_KEY and arr.ndim == 1 and arr.dtype.kind in "OUS":  # str objects, however built
+                arr = np.array([v.decode() if isinstance(v, bytes) else v for v in arr.tolist()], dtype=object)
             existing = self._h5[key] if key in self._h5 else None
             if existing is not None and existing.shape[1:] != arr.shape[1:]:
                 raise DatasetError(

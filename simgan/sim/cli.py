@@ -12,6 +12,8 @@ from simgan.io import SimganError, atomic_path, check_output_path, require_at_le
 
 SIMULATORS = ("eyes", "hands")
 GAZE_ARROW_PX = 25.0  # arrow length for a gaze vector lying in the image plane
+NAME_CHARS = 28  # a longer file name is shown by its end (the part that tells files apart)
+SHOW_LABELS = 3  # label columns shown under a generic panel
 
 
 def register(subparsers) -> None:
@@ -21,10 +23,16 @@ def register(subparsers) -> None:
         description="Render eyes (35x55 grayscale, gaze labels) or hands (SxS depth, 14 joints) into "
         "one data set file (docs/data_format.md). Same seed and chunk -> same bytes for any --workers.",
     )
-    sim.add_argument("simulator", choices=SIMULATORS)
-    sim.add_argument("--domain", choices=("synthetic", "real"), default="synthetic")
+    sim.add_argument("simulator", choices=SIMULATORS, help="eyes (gaze task) or hands (hand task)")
+    sim.add_argument(
+        "--domain",
+        choices=("synthetic", "real"),
+        default="synthetic",
+        help="synthetic: the clean renderer (default); real: the surrogate real domain (sensor effects, "
+        "its own pose distribution)",
+    )
     sim.add_argument("--n", type=int, required=True, help="number of images")
-    sim.add_argument("--seed", type=int, required=True)
+    sim.add_argument("--seed", type=int, required=True, help="seed of every random draw (>= 0): same seed, same file")
     sim.add_argument("--out", required=True, help="output .h5 file (written atomically)")
     sim.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     sim.add_argument("--chunk", type=int, default=None, help="images per chunk (part of the seed's meaning)")
@@ -37,12 +45,15 @@ def register(subparsers) -> None:
         "show",
         help="draw a labelled sample grid of a data set file as PNG",
         description="Gaze arrows (from the gaze vector) and eyelid landmarks on eyes; joints and "
-        "skeleton on hands; plain images for generic or unlabeled files.",
+        "skeleton on hands; the label values on generic files. Each panel is titled with its row "
+        "and, where the file stores them, its source file name.",
     )
     show.add_argument("file", help="data set .h5 file")
     show.add_argument("--out", required=True, help="output .png")
     show.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
-    show.add_argument("--seed", type=int, default=0, help="which samples: a seeded random choice")
+    show.add_argument(
+        "--seed", type=int, default=0, help="which rows to draw: a random choice with this seed (default 0)"
+    )
     show.set_defaults(func=run_show)
 
 
@@ -64,11 +75,15 @@ def run_simulate(args: argparse.Namespace) -> int:
         if args.supersample is not None:
             options["supersample"] = args.supersample
         simulate_eyes_to_file(args.out, args.n, args.seed, domain=args.domain, **options)
+        what = "eye images (35x55)"
     else:
         if args.supersample is not None:
             raise SimganError("parameter '--supersample': applies to eyes only")
         hands = _hands_module()
-        hands.simulate_hands_to_file(args.out, args.n, args.seed, domain=args.domain, size=args.size or 64, **options)
+        size = args.size or 64
+        hands.simulate_hands_to_file(args.out, args.n, args.seed, domain=args.domain, size=size, **options)
+        what = f"hand depth maps ({size}x{size})"
+    print(f"wrote {args.n} {args.domain} {what} to {args.out}")
     return 0
 
 
@@ -101,6 +116,7 @@ def run_show(args: argparse.Namespace) -> int:
             f"{Path(args.file).name}: task={ds.task} domain={ds.domain} source={ds.attrs.get('source', '')} n={ds.n}"
         )
         render_grid(samples, rows, ds.task, title, args.out)
+        print(f"wrote a grid of {len(rows)} of the {ds.n} rows of {args.file} to {args.out}")
     return 0
 
 
@@ -128,10 +144,31 @@ def render_grid(samples: list[dict], rows: np.ndarray, task: str, title: str, ou
         else:
             image = sample["images"][0]
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title(label, fontsize=7)
+        ax.set_title(panel_title(sample, label, task), fontsize=6)
     fig.tight_layout()
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+def panel_title(sample: dict, label: str, task: str) -> str:
+    """A panel's title: `label` (row and drawn labels), the source file name where the file stores
+    names, and for generic data the values of up to SHOW_LABELS label columns."""
+    from simgan.data.format import FILES_KEY, LABELS_GROUP
+
+    lines = [label]
+    if FILES_KEY in sample:
+        name = str(sample[FILES_KEY][0])
+        lines.append(name if len(name) <= NAME_CHARS else "..." + name[-(NAME_CHARS - 3) :])
+    if task == "generic":
+        values = []
+        for key in sorted(k for k in sample if k.startswith(LABELS_GROUP + "/")):
+            v = np.ravel(sample[key][0])
+            text = ",".join(f"{x:.3g}" for x in v[:3]) + (",..." if v.size > 3 else "")
+            values.append(f"{key.split('/', 1)[1]}={text}")
+        if values:
+            shown = values[:SHOW_LABELS] + ([f"+{len(values) - SHOW_LABELS}"] if len(values) > SHOW_LABELS else [])
+            lines.append(" ".join(shown))
+    return "\n".join(lines)
 
 
 def _draw_eye(ax, sample: dict) -> str:

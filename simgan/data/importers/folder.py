@@ -4,6 +4,8 @@
   relative to the folder with '/' separators; other files are ignored. Decoded with Pillow,
   turned upright by their EXIF orientation, to grayscale ("L") or, with color, RGB; 16-bit
   grayscale is scaled to 8 bits (v / 257, rounded).
+* Stored size: H x W as given, or, without one, the size every image has (upright, after EXIF
+  orientation); images of different sizes without a size are an error naming two of them.
 * Fitting to H x W: "center" crops the centred window of the target aspect then area-resizes;
   "resize" resizes the whole image (aspect may change); "none" requires the exact size.
 * Labels (CSV or Parquet): a `file` column plus numeric columns, each stored as labels/<column>
@@ -13,20 +15,22 @@
   not a label the estimators would learn to predict, and so is a name used twice.
 * Without labels the rows follow the natural order of the file names; the file is unlabeled and
   by default the real domain.
+* Each row's file name (its path relative to the folder) is stored as key `files`, so refined rows
+  and exported labels map back to the user's files.
 * Undecodable images are all listed (stderr, optional report) and are an error unless skip_bad.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from simgan.data.format import DatasetWriter
+from simgan.data.format import FILES_KEY, DatasetWriter
 from simgan.data.importers import (
     DECODE_ERRORS,
     BadInputs,
@@ -45,7 +49,7 @@ CROPS = ("center", "resize", "none")
 
 @dataclass
 class FolderConfig:
-    size: tuple[int, int]  # (H, W)
+    size: tuple[int, int] | None = None  # (H, W); None: the size all images share
     color: bool = False
     crop: str = "center"
     labels: Path | None = None
@@ -166,6 +170,44 @@ def fit_box(h: int, w: int, size: tuple[int, int], crop: str) -> tuple[int, int,
     return box_around((w - 1) / 2, (h - 1) / 2, w, w * th / tw)
 
 
+def _size_chunk(payload, start: int, stop: int, rng) -> list[tuple[str, tuple[int, int] | None]]:
+    """(file, (H, W) upright) of each file, from its header only; None where it cannot be read
+    (the decoding pass reports it)."""
+    root, files = payload
+    out = []
+    for name in files[start:stop]:
+        try:
+            with Image.open(root / name) as im:
+                w, h = im.size
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn it 90 degrees
+                    w, h = h, w
+            out.append((name, (h, w)))
+        except DECODE_ERRORS:
+            out.append((name, None))
+    return out
+
+
+def infer_size(root: Path, files: list[str], workers: int | None = None, chunk: int = 256) -> tuple[int, int]:
+    """The (H, W) every image in `files` has; a SimganError naming two files of different sizes."""
+    first = None
+    for sizes in parallel_chunks(_size_chunk, (root, files), len(files), 0, workers, chunk):
+        for name, size in sizes:
+            if size is None:
+                continue
+            if first is None:
+                first = (name, size)
+            elif size != first[1]:
+                (a, sa), (b, sb) = first, (name, size)
+                raise SimganError(
+                    f"{root}: images differ in size ({a!r} is {sa[0]}x{sa[1]}, {b!r} is {sb[0]}x{sb[1]}); "
+                    "pass --size HxW to store them all at one size (--crop center, the default, crops "
+                    "the centred window of that aspect and area-resizes)"
+                )
+    if first is None:
+        raise SimganError(f"{root}: no image could be read to find the size; pass --size HxW")
+    return first[1]
+
+
 def _decode_chunk(payload, start: int, stop: int, rng) -> tuple[list, list, list]:
     root, files, cfg = payload
     imgs, rows, bad = [], [], []
@@ -218,6 +260,8 @@ def import_folder(src: str | Path, out: str | Path, cfg: FolderConfig) -> int:
         files = found
         if cfg.units:
             raise SimganError("--units: given without --labels")
+    if cfg.size is None:
+        cfg = replace(cfg, size=infer_size(src, files, cfg.workers, cfg.chunk))
     domain = cfg.domain or ("synthetic" if table is not None else "real")
     attrs = base_attrs(
         "generic",
@@ -237,7 +281,7 @@ def import_folder(src: str | Path, out: str | Path, cfg: FolderConfig) -> int:
             bad.extend(errs)
             if not rows:
                 continue
-            block = {"images": np.stack(imgs)}
+            block = {"images": np.stack(imgs), FILES_KEY: np.array([files[i] for i in rows], dtype=object)}
             for col in columns:
                 block[f"labels/{col}"] = table[col].to_numpy()[rows]
             w.append(block)

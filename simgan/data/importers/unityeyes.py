@@ -1,5 +1,7 @@
 """UnityEyes renders (`N.jpg` + `N.json` per image) -> synthetic gaze data set.
 
+The source is UnityEyes' output folder (renders in its `imgs/`) or `imgs/` itself.
+
 Crop rule (the paper gives none; this is the common one, configurable): the centre of the
 interior-margin bounding box is the crop centre; the crop is `crop_scale` (default 2.5) eye widths
 wide, where the eye width is the horizontal extent of `interior_margin_2d`, and 35/55 of that high
@@ -43,6 +45,7 @@ from simgan.data.importers import (
 from simgan.io import SimganError
 
 LANDMARK_KEYS = ("interior_margin_2d", "caruncle_2d", "iris_2d")
+RENDERS_DIR = "imgs"  # where UnityEyes writes its renders, below its output folder
 
 
 @dataclass
@@ -167,15 +170,26 @@ def _resample(gaze: np.ndarray, cfg: UnityEyesConfig) -> np.ndarray:
     return np.sort(rng.choice(len(gaze), size=n, replace=True, p=w / w.sum()))
 
 
+def render_folder(src: str | Path) -> Path:
+    """The folder holding the renders: `src` itself, or `src/imgs` when `src` is UnityEyes' own
+    output folder (UnityEyes writes imgs/N.jpg + N.json beside its executable)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise SimganError(f"{src}: expected UnityEyes' output folder (holding imgs/) or imgs/ itself")
+    if not any(src.glob("*.json")) and (src / RENDERS_DIR).is_dir():
+        src = src / RENDERS_DIR
+    if not any(src.glob("*.json")):
+        raise SimganError(
+            f"{src}: no UnityEyes *.json files found; expected N.jpg + N.json here or in {RENDERS_DIR}/ below it"
+        )
+    return src
+
+
 def import_unityeyes(src: str | Path, out: str | Path, cfg: UnityEyesConfig | None = None) -> int:
     """Write the synthetic gaze data set; returns the number of images written."""
     cfg = cfg or UnityEyesConfig()
-    src = Path(src)
-    if not src.is_dir():
-        raise SimganError(f"{src}: expected a folder of UnityEyes N.jpg + N.json files")
+    src = render_folder(src)
     paths = sorted(src.glob("*.json"), key=lambda p: natural_key(p.stem))[: cfg.limit]
-    if not paths:
-        raise SimganError(f"{src}: no UnityEyes *.json files found")
     bad = BadInputs(cfg.skip_bad, cfg.report)
     items = []
     for recs, errs in parallel_chunks(_parse_chunk, paths, len(paths), 0, cfg.workers, cfg.chunk):
