@@ -26,6 +26,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from simgan.device import cpu_kind  # noqa: F401  (re-exported: the benchmarks' machine record)
 from simgan.io import write_json_atomic
 
 
@@ -38,23 +39,6 @@ def cpu_model() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or "unknown"
-
-
-def cpu_kind() -> str:
-    """The CPU's bf16 class, which picks oneDNN's kernels, and so bf16's speed and a trained
-    network's bits: "amx", "avx512_bf16" (no AMX), "avx512", "avx2" or "other"."""
-    from simgan.device import cpu_has_amx
-
-    if cpu_has_amx():
-        return "amx"
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:  # not Linux: no flags known
-        flags = set()
-    for flag in ("avx512_bf16", "avx512f", "avx2"):
-        if flag in flags:
-            return flag.removesuffix("f")
-    return "other"
 
 
 def machine() -> dict:

@@ -27,13 +27,28 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles for bf16 (Linux /proc/cpuinfo flags amx_bf16 and amx_tile)."""
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo); empty elsewhere."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return False
-    return "amx_bf16" in flags and "amx_tile" in flags
+        return frozenset()
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bf16 (flags amx_bf16 and amx_tile)."""
+    return {"amx_bf16", "amx_tile"} <= cpu_flags()
+
+
+def cpu_kind() -> str:
+    """The CPU's class for oneDNN's kernels, which set bf16's speed and a trained network's bits:
+    "amx", "avx512_bf16" (no AMX), "avx512", "avx2" or "other"."""
+    if cpu_has_amx():
+        return "amx"
+    for flag in ("avx512_bf16", "avx512f", "avx2"):
+        if flag in cpu_flags():
+            return flag.removesuffix("f")
+    return "other"
 
 
 def resolve_bf16(bf16: bool | str, device: torch.device | str) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from simgan.config import ParamsError, one_of, positive
+from simgan.device import cpu_kind, resolve_bf16
 from simgan.evaluation import CURVES, SPLITS, evaluate_task, results_markdown, summary_line, variant_rows
 from simgan.figures import curves_figure, size_figure
 from simgan.io import atomic_path, write_json_atomic, write_text_atomic
@@ -86,6 +87,11 @@ def main(argv: list[str]) -> None:
         workers=workers,
         profile=p.get("profile", str, default="default"),
     )
+    # which kernels made these numbers: oneDNN's bf16/fp32 kernels differ by CPU kind, and so do a
+    # trained network's bits (README: what reproduces where); the stages of one run share a machine
+    gan = f"gan.{task}.train"
+    bf16 = resolve_bf16(p.get(f"{gan}.bf16", (bool, str), default="auto"), p.get(f"{gan}.device", str, default="cpu"))
+    result.metrics["numerics"] = {"cpu_kind": cpu_kind(), "gan_bf16": bf16}
     write_json_atomic(Path("metrics") / f"{task}.json", result.metrics)
     write_text_atomic(Path("plots") / task / curve_file, result.curves.to_csv(index=False))
     if kind == "generic":

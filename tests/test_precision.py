@@ -45,18 +45,18 @@ def test_a_bad_bf16_value_names_the_key():
         ("fpu sse4_2", "other"),
     ],
 )
-def test_benchmarks_name_the_cpu_kind_from_its_flags(monkeypatch, tmp_path, flags, kind):
+def test_the_cpu_kind_and_bf16_auto_follow_the_cpu_flags(monkeypatch, tmp_path, flags, kind):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     from benchmarks import common
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"flags\t\t: {flags}\n")
-    real_path = common.Path
-    monkeypatch.setattr(common, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    real_path = device_mod.Path
     monkeypatch.setattr(device_mod, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
-    device_mod.cpu_has_amx.cache_clear()
+    device_mod.cpu_flags.cache_clear()
     try:
-        assert common.cpu_kind() == kind
-        assert common.machine()["cpu_kind"] == kind
+        assert device_mod.cpu_kind() == kind
+        assert common.machine()["cpu_kind"] == kind  # every benchmark result file names it
+        assert device_mod.resolve_bf16("auto", "cpu") is (kind == "amx")
     finally:
-        device_mod.cpu_has_amx.cache_clear()
+        device_mod.cpu_flags.cache_clear()
