@@ -17,7 +17,7 @@ from test_refine import _gaze_file
 
 from simgan.config import Params, ParamsError
 from simgan.data.format import open_dataset
-from simgan.estimators import predict, train_estimator
+from simgan.estimators import load_estimator, predict, train_estimator
 from simgan.nets import Refiner
 from simgan.refine import refine_dataset
 from simgan.train import SimGANTrainer, TrainConfig, build_networks
@@ -172,7 +172,9 @@ def test_the_estimator_stage_trains_its_seeds_on_cuda(tmp_path, monkeypatch):
         "tasks": {"gaze": {"curve": "error_cdf"}},
         "seeds": [0, 1],
         "compute": {"threads": 1, "workers": 2},
-        "variants": {"gaze-synthetic-1x": {"task": "gaze", "source": "synthetic", "size": 1}},
+        "variants": {
+            "gaze-synthetic-1x": {"task": "gaze", "source": "synthetic", "data": "gaze/synthetic.h5", "size": 1}
+        },
         "estimator": {
             "gaze": {
                 "base_n": 48,
@@ -190,3 +192,5 @@ def test_the_estimator_stage_trains_its_seeds_on_cuda(tmp_path, monkeypatch):
     stage.main(["gaze-synthetic-1x"])  # two workers asked for: CUDA does not survive a fork, so they take turns
     out = tmp_path / "models" / "gaze" / "estimators" / "gaze-synthetic-1x"
     assert sorted(f.name for f in out.iterdir()) == ["history.json", "seed0.pt", "seed1.pt"]
+    for seed in (0, 1):  # a synthetic variant's seeds share one training file
+        assert load_estimator(out / f"seed{seed}.pt")[1]["train_file"] == "data/gaze/synthetic.h5"

@@ -109,7 +109,9 @@ def test_user_task_bad_inputs_name_the_key_or_file(tmp_path):
     p = Params(
         {
             "tasks": {"gaze": {}, "hand": {}, "blobs": {}},
-            "variants": {"b": {"task": "blobs", "source": "synthetic", "size": 1, "augment": True}},
+            "variants": {
+                "b": {"task": "blobs", "source": "synthetic", "data": "blobs/synthetic.h5", "size": 1, "augment": True}
+            },
         },
         "params.yaml",
     )
@@ -203,22 +205,32 @@ def test_custom_task_dvc_repro(tmp_path):
     }
     params["evaluate"][TASK] = {"realism_n": 64, "realism_steps": 5}
     for source in ("synthetic", "refined"):
-        params["variants"][f"{TASK}-{source}-1x"] = {"task": TASK, "source": source, "size": 1, "augment": False}
+        params["variants"][f"{TASK}-{source}-1x"] = {
+            "task": TASK,
+            "source": source,
+            "data": f"{TASK}/refined" if source == "refined" else f"{TASK}/{source}.h5",
+            "size": 1,
+            "augment": False,
+        }
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran_stages(_run([sys.executable, "-m", "dvc", "repro", f"evaluate@{TASK}"], repo).stdout)
     assert ran == {f"estimator@{TASK}-synthetic-1x", f"estimator@{TASK}-refined-1x", f"evaluate@{TASK}"}, ran
 
-    with (
-        open_dataset(repo / "data" / TASK / "synthetic.h5") as s,
-        open_dataset(repo / "data" / TASK / "refined.h5") as r,
-    ):
-        assert s.task == r.task == "generic" and r.domain == "refined"
-        for key in ("labels/x", "labels/y"):
-            a, b = s[key], r[key]
-            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), key
-        assert not np.array_equal(s["images"], r["images"])
-        # the CSV's text parsed back to the very doubles written, in the table's row order
-        assert s["labels/x"].tobytes() == syn_xy[order, 0].tobytes()
+    refined = {}
+    for seed in params["seeds"]:  # one refined set per replicate
+        with (
+            open_dataset(repo / "data" / TASK / "synthetic.h5") as s,
+            open_dataset(repo / "data" / TASK / "refined" / f"seed{seed}.h5") as r,
+        ):
+            assert s.task == r.task == "generic" and r.domain == "refined", seed
+            for key in ("labels/x", "labels/y"):
+                a, b = s[key], r[key]
+                assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (seed, key)
+            assert not np.array_equal(s["images"], r["images"]), seed
+            refined[seed] = r["images"]
+            # the CSV's text parsed back to the very doubles written, in the table's row order
+            assert s["labels/x"].tobytes() == syn_xy[order, 0].tobytes()
+    assert not np.array_equal(*list(refined.values())[:2])  # the replicates' GANs differ
 
     m = json.loads((repo / "metrics" / f"{TASK}.json").read_text())
     assert set(m["rows"]) == {"synthetic_1x", "refined_1x", "constant"}
@@ -237,7 +249,7 @@ def test_custom_task_dvc_repro(tmp_path):
     assert list(pred.columns) == ["index", "row", "seed", "error", "pred_x", "pred_y"]
     assert len(pred) == 3 * 2 * 32 and set(pred["row"]) == set(m["rows"])
     assert "| refined_1x |" in (repo / "reports" / TASK / "results.md").read_text()
-    for rel in ("samples.png", "curves.png", "size.png"):
+    for rel in ("samples/seed0.png", "curves.png", "size.png"):
         assert (repo / "reports" / TASK / rel).stat().st_size > 0, rel
 
 

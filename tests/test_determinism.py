@@ -1,9 +1,10 @@
 """Issue 21: identical inputs, identical files. DVC decides what to rerun from file hashes, so a
 stage that writes other bytes for the same inputs reruns everything downstream for nothing.
 
-* The GAN stages run twice on the same data and params write the same pretrained.pt, refiner.pt,
-  train_losses.csv, samples.png and dvclive files (no wall-clock time in a log row; torch.save
-  through a file object, since torch names the records inside the zip after the temp file).
+* The GAN stages run twice on the same data and params write the same files for every replicate:
+  pretrained/seed<k>.pt, refiners/seed<k>.pt, train_losses/seed<k>.csv, samples/seed<k>.png and
+  dvclive/seed<k>/ (no wall-clock time in a log row; torch.save through a file object, since
+  torch names the records inside the zip after the temp file).
 * The estimator stage run twice writes the same seed<k>.pt files and history.json.
 * The sharded refinement's combined file is the one-process refinement's file byte for byte,
   with one shard and with several (docs/scale.md), and a data set file's bytes do not depend on
@@ -81,10 +82,10 @@ def tiny_workdir(root: Path) -> Path:
 
 
 GAN_OUTPUTS = (
-    "models/gaze/pretrained.pt",
-    "models/gaze/refiner.pt",
-    "plots/gaze/train_losses.csv",
-    "reports/gaze/samples.png",
+    "models/gaze/pretrained",
+    "models/gaze/refiners",
+    "plots/gaze/train_losses",
+    "reports/gaze/samples",
     "reports/gaze/dvclive",
 )
 
@@ -99,9 +100,17 @@ def test_gan_stages_write_the_same_files_twice(tmp_path, monkeypatch):
         adversarial.main(["gaze"])
         runs.append(md5s(Path.cwd(), GAN_OUTPUTS))
     first, second = runs
-    assert len(first) >= 6 and "reports/gaze/dvclive/metrics.json" in first, sorted(first)
+    for seed in (0, 1):  # the tiny profile's two replicates
+        for rel in (
+            f"models/gaze/pretrained/seed{seed}.pt",
+            f"models/gaze/refiners/seed{seed}.pt",
+            f"plots/gaze/train_losses/seed{seed}.csv",
+            f"reports/gaze/samples/seed{seed}.png",
+            f"reports/gaze/dvclive/seed{seed}/metrics.json",
+        ):
+            assert rel in first, (rel, sorted(first))
     assert not [k for k in first if first[k] != second.get(k)], "rewritten with other bytes"
-    header = (tmp_path / "first/plots/gaze/train_losses.csv").read_text().splitlines()[0]
+    header = (tmp_path / "first/plots/gaze/train_losses/seed0.csv").read_text().splitlines()[0]
     assert "seconds" not in header and header.startswith("step,phase,loss_refiner_adv"), header
 
 
@@ -140,7 +149,7 @@ def test_sharded_refinement_is_the_one_process_file_byte_for_byte(tmp_path, nois
         batch_size=24,
         noise_seed=300,
         progress=False,
-        extra_attrs={"refiner_steps": 4, "refined_from": "data/gaze/synthetic.h5"},
+        extra_attrs={"refiner_steps": 4, "refined_from": "data/gaze/synthetic.h5", "replicate": 1},
     )
     refine_dataset(src, tmp_path / "refined.h5", refiner, **kw)
     for shards in (1, 3):

@@ -82,9 +82,12 @@ def test_dask_sharded_refinement_is_byte_identical(tmp_path):
     _gaze_file(src, n=200)
     torch.manual_seed(0)
     refiner = Refiner(channels=8, blocks=1).eval()
-    ckpt = tmp_path / "refiner.pt"
+    ckpt = tmp_path / "refiners" / "seed1.pt"  # one replicate's refiner, as `simgan refine` shards each
     save_model(ckpt, refiner, refiner_kwargs=dict(channels=8, blocks=1, kernel=3), in_channels=1)
-    kw = dict(batch_size=24, bf16=True, channels_last=True, extra_attrs={"refiner_steps": 4})
+    # what refine_settings passes for replicate 1: its noise seed is refine.seed + 1
+    kw = dict(
+        batch_size=24, bf16=True, channels_last=True, noise_seed=1, extra_attrs={"refiner_steps": 4, "replicate": 1}
+    )
     refine_dataset(src, tmp_path / "single.h5", refiner, progress=False, **kw)
     with (
         LocalCluster(

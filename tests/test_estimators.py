@@ -398,7 +398,9 @@ def test_estimator_stage_trains_from_the_config_and_names_a_bad_key(tmp_path, mo
         "tasks": {"gaze": {"curve": "error_cdf"}},
         "seeds": [0, 1],
         "compute": {"threads": 1, "workers": 1},
-        "variants": {"v": {"task": "gaze", "source": "synthetic", "size": 1, "augment": True}},
+        "variants": {
+            "v": {"task": "gaze", "source": "synthetic", "data": "gaze/synthetic.h5", "size": 1, "augment": True}
+        },
         "estimator": {"gaze": {**section, "stpes": 4}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -413,6 +415,7 @@ def test_estimator_stage_trains_from_the_config_and_names_a_bad_key(tmp_path, mo
     for seed in (0, 1):
         ref, hist = train_estimator("gaze", x[:32], y[:32], cfg, seed=seed, augment=photometric_augment("gaze", {}))
         model, meta = load_estimator(out / f"seed{seed}.pt")
+        assert meta["train_file"] == "data/gaze/synthetic.h5"
         assert meta["train_n"] == 32 and all(torch.equal(ref.state_dict()[k], v) for k, v in model.state_dict().items())
         assert (
             [h["step"] for h in json.loads((out / "history.json").read_text())[str(seed)]]

@@ -129,8 +129,17 @@ def _params(tmp_path):
     import yaml
 
     params = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "params.yaml"))
+    # one replicate unless a test asks for more, run in this process (a forked worker's calls and
+    # monkeypatches would not come back)
+    params["seeds"] = [0]
+    params["compute"] = {"threads": 1, "workers": 1}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return params
+
+
+def _save_refiner(path, refiner, **meta):
+    meta = {"task": "gaze", **meta}
+    save_model(path, refiner, refiner_kwargs=dict(channels=8, blocks=2, kernel=3), in_channels=1, steps=5, **meta)
 
 
 def _stage_module():
@@ -142,96 +151,103 @@ def _stage_module():
 
 def test_refine_settings_read_params_once_for_the_stage_the_shards_and_the_flow(tmp_path, refiner, monkeypatch):
     """stages/refine.py, `simgan refine` (sharded) and the Prefect flow all take their refine
-    arguments from simgan.refine.refine_settings; `refine.compile` reaches refine_dataset there."""
+    arguments from simgan.refine.refine_settings; `refine.compile` reaches refine_dataset there.
+    Replicate k reads models/gaze/refiners/seed<k>.pt, writes data/gaze/refined/seed<k>.h5 and
+    draws its noise from refine.seed + k."""
     import yaml
 
     stage = _stage_module()
     params = _params(tmp_path)
-    save_model(
-        tmp_path / "models" / "gaze" / "refiner.pt",
-        refiner,
-        task="gaze",
-        refiner_kwargs=dict(channels=8, blocks=2, kernel=3),
-        in_channels=1,
-        steps=5,
-    )
+    for seed in (0, 1):
+        _save_refiner(tmp_path / "models" / "gaze" / "refiners" / f"seed{seed}.pt", refiner)
 
-    def settings(**refine):
+    def settings(replicate=0, **refine):
         params["refine"].update(refine)
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        return refine_settings(Params.load(tmp_path / "params.yaml"), "gaze", tmp_path)
+        return refine_settings(Params.load(tmp_path / "params.yaml"), "gaze", replicate, tmp_path)
 
     s = settings(compile=False)
     assert s["compile"] is False and s["batch_size"] == params["refine"]["batch_size"]
-    assert s["extra_attrs"] == {"refiner_steps": 5, "refined_from": "data/gaze/synthetic.h5"}
-    assert s["dst"] == str(tmp_path / "data/gaze/refined.h5")
+    assert s["extra_attrs"] == {"refiner_steps": 5, "refined_from": "data/gaze/synthetic.h5", "replicate": 0}
+    assert s["dst"] == str(tmp_path / "data/gaze/refined/seed0.h5")
+    assert s["refiner"] == str(tmp_path / "models/gaze/refiners/seed0.pt")
     assert settings(compile=True)["compile"] is True
     with pytest.raises(ParamsError, match="refine.compile"):
         settings(compile="yes")
     assert settings(compile=True, seed=7)["noise_seed"] == 7
     with pytest.raises(ParamsError, match="refine.seed"):
         settings(seed=-1)
-    # the stage passes them on as they are
+    s1 = settings(replicate=1, compile=True, seed=7)
+    assert s1["noise_seed"] == 8 and s1["extra_attrs"]["replicate"] == 1
+    assert (s1["dst"], s1["refiner"]) == (
+        str(tmp_path / "data/gaze/refined/seed1.h5"),
+        str(tmp_path / "models/gaze/refiners/seed1.pt"),
+    )
+    # a replicate without a trained refiner: the message names its file and the replicate
+    with pytest.raises(SimganError, match=r"refiners/seed2\.pt: file not found.*replicate 2"):
+        settings(replicate=2)
+    # the stage passes them on as they are, once per seed of `seeds`
     calls = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(stage, "refine_dataset", lambda src, dst, net, **kw: calls.append((src, dst, kw)) or 0)
+    params["seeds"] = [0, 1]
     settings(compile=True, seed=7)
     stage.main(["gaze"])
-    ((src, dst, kw),) = calls
-    assert (
-        (src, dst) == ("data/gaze/synthetic.h5", "data/gaze/refined.h5")
-        and kw["compile"] is True
-        and kw["noise_seed"] == 7
-    )
+    assert [(src, dst, kw["compile"], kw["noise_seed"]) for src, dst, kw in calls] == [
+        ("data/gaze/synthetic.h5", "data/gaze/refined/seed0.h5", True, 7),
+        ("data/gaze/synthetic.h5", "data/gaze/refined/seed1.h5", True, 8),
+    ]
 
 
 def test_a_refiner_of_another_task_is_refused_naming_the_file_and_both_tasks(tmp_path, refiner, monkeypatch):
-    """A hand refiner copied to models/gaze/refiner.pt used to refine eye images with exit 0."""
+    """A hand refiner copied to models/gaze/refiners/seed0.pt used to refine eye images with exit 0."""
     stage = _stage_module()
     _params(tmp_path)
     _gaze_file(tmp_path / "data" / "gaze" / "synthetic.h5", n=8)
-    path = tmp_path / "models" / "gaze" / "refiner.pt"
+    path = tmp_path / "models" / "gaze" / "refiners" / "seed0.pt"
     kwargs = dict(refiner_kwargs=dict(channels=8, blocks=2, kernel=3), in_channels=1, steps=5)
     monkeypatch.chdir(tmp_path)
     for meta, found in (({"task": "hand"}, "got 'hand'"), ({}, "key missing")):
         save_model(path, refiner, **meta, **kwargs)
         with pytest.raises(SimganError) as e:
             stage.main(["gaze"])
-        assert str(e.value).startswith(str(Path("models/gaze/refiner.pt"))) and "key 'task': expected 'gaze'" in str(
-            e.value
+        assert str(e.value).startswith(str(Path("models/gaze/refiners/seed0.pt"))) and (
+            "key 'task': expected 'gaze'" in str(e.value)
         ), e.value
         assert found in str(e.value)
         with pytest.raises(SimganError, match="key 'task'"):
             load_refiner(path, "gaze")
-    assert not (tmp_path / "data" / "gaze" / "refined.h5").exists()
+    assert not (tmp_path / "data" / "gaze" / "refined").exists()
     save_model(path, refiner, task="gaze", **kwargs)
     stage.main(["gaze"])
-    with open_dataset(tmp_path / "data" / "gaze" / "refined.h5") as ds:
-        assert ds.n == 8 and ds.attrs["refiner_steps"] == 5
+    with open_dataset(tmp_path / "data" / "gaze" / "refined" / "seed0.h5") as ds:
+        assert ds.n == 8 and ds.attrs["refiner_steps"] == 5 and ds.attrs["replicate"] == 0
 
 
 def test_simgan_refine_runs_the_stage_sharded_on_a_local_cluster(tmp_path, refiner, monkeypatch):
     """`simgan refine TASK --workers N` (was `python -m stages.refine_sharded`, a module in stages/
-    that no stage of dvc.yaml runs): the same bytes as the refine stage."""
+    that no stage of dvc.yaml runs): the same bytes as the refine stage, for every replicate."""
+    import yaml
+
     from simgan.cli import main as simgan
 
     stage = _stage_module()
-    _params(tmp_path)
+    params = _params(tmp_path)
+    params["seeds"] = [0, 1]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     _gaze_file(tmp_path / "data" / "gaze" / "synthetic.h5", n=200)
-    save_model(
-        tmp_path / "models" / "gaze" / "refiner.pt",
-        refiner,
-        task="gaze",
-        refiner_kwargs=dict(channels=8, blocks=2, kernel=3),
-        in_channels=1,
-        steps=5,
-    )
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # the replicates' refiners differ, as two GANs' do
+        _save_refiner(tmp_path / "models" / "gaze" / "refiners" / f"seed{seed}.pt", Refiner(channels=8, blocks=2))
     monkeypatch.chdir(tmp_path)
     stage.main(["gaze"])
-    whole = open_dataset(tmp_path / "data" / "gaze" / "refined.h5")["images"]
+    refined = tmp_path / "data" / "gaze" / "refined"
+    whole = {seed: open_dataset(refined / f"seed{seed}.h5")["images"] for seed in (0, 1)}
+    assert not np.array_equal(whole[0], whole[1])
     assert simgan(["refine", "gaze", "--workers", "1", "--shards", "3"]) == 0
-    with open_dataset(tmp_path / "data" / "gaze" / "refined.h5") as ds:
-        assert ds["images"].tobytes() == whole.tobytes() and "rows" not in ds.attrs
+    for seed in (0, 1):
+        with open_dataset(refined / f"seed{seed}.h5") as ds:
+            assert ds["images"].tobytes() == whole[seed].tobytes() and "rows" not in ds.attrs, seed
     # a task without a trained refiner: one line naming the file, exit 2
     assert simgan(["refine", "nope", "--workers", "1"]) == 2
     with pytest.raises(SystemExit):

@@ -4,6 +4,7 @@ run_stage's handling of errors and Ctrl-C, in real stage processes where it matt
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,9 +30,11 @@ def _env() -> dict:
     [
         ([0, 0, 0], r"expected distinct seeds, got \[0, 0, 0\] \(0 repeated\)"),
         ([0, 1, 1], r"expected distinct seeds.*\(1 repeated\)"),
-        ([0, 1.5], "expected a non-empty list of integers"),
-        ([True, 1], "expected a non-empty list of integers"),
-        ([], "expected a non-empty list of integers"),
+        ([0, 1.5], r"expected a non-empty list of integers >= 0, got \[0, 1.5\]"),
+        ([True, 1], "expected a non-empty list of integers >= 0"),
+        ([], "expected a non-empty list of integers >= 0"),
+        # a replicate's seed is added to the GAN's and the refinement's base seeds: never negative
+        ([0, -1], r"expected a non-empty list of integers >= 0, got \[0, -1\]"),
         ("0 1 2", "expected list"),
     ],
 )
@@ -40,6 +43,10 @@ def test_seeds_must_be_distinct_integers(seeds, expected):
     with pytest.raises(ParamsError, match=r"^params.yaml: key 'seeds': " + expected):
         seeds_param(Params({"seeds": seeds}, "params.yaml"))
     assert seeds_param(Params({"seeds": [2, 0, 1]}, "params.yaml")) == [2, 0, 1]
+    # simgan.config's, re-exported for the stages (simgan refine reads it too)
+    from simgan.config import seeds_param as library_seeds_param
+
+    assert seeds_param is library_seeds_param
 
 
 def test_every_stage_checks_every_task_name_and_tasks_must_not_be_empty(tmp_path):
@@ -111,3 +118,24 @@ def test_ctrl_c_is_one_line_exit_130_and_no_output(tmp_path, resumes, then):
         proc.kill()
     assert (proc.returncode, err) == (130, f"stage writer: interrupted; rerun `dvc repro` to {then}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "writer.py"]  # no output, no temp file
+
+
+def test_a_finished_stage_prints_and_records_its_wall_and_cpu_time(tmp_path):
+    """The per-stage table of docs/performance.md reads .simgan/timings/<stage>.json; a stage that
+    fails or is interrupted records nothing (the Ctrl-C test above finds no file)."""
+    import json
+
+    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "quick.py").write_text(
+        "import sys\nfrom stages.common import run_stage\n\n"
+        "if __name__ == '__main__':\n    run_stage(lambda argv: print('done', argv, flush=True))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "quick.py", "gaze"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "done ['gaze']"
+    assert re.fullmatch(r"stage quick@gaze: \d+\.\d s wall, \d+\.\d s CPU \(\d+\.\d\d cores busy\)", lines[-1]), lines
+    record = json.loads((tmp_path / ".simgan" / "timings" / "quick@gaze.json").read_text())
+    assert record["stage"] == "quick@gaze" and record["wall_s"] > 0 and record["cpu_s"] >= 0

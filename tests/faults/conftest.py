@@ -46,6 +46,8 @@ FAULT_PROFILE = {
     },
 }
 _TRAIN = FAULT_PROFILE["gan"]["gaze"]["train"]
+# profiles/tiny.yaml's whole-pipeline replicates: each trains its own GAN and refined set
+SEEDS = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())["seeds"]
 PRETRAIN_STEPS = _TRAIN["pretrain_refiner_steps"] + _TRAIN["pretrain_discriminator_steps"]
 ADVERSARIAL_STEPS = _TRAIN["steps"]
 
