@@ -5,6 +5,9 @@ threads contending for two busy cores made tiny convolutions ~30x slower (spin-w
 The suite is parallel across processes instead (pytest -n 2)."""
 
 import os
+import signal
+
+import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -18,3 +21,12 @@ import dvc  # noqa: F401
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_is_python_default():
+    """Every test starts with Python's own Ctrl-C handler. A child process inherits an ignored
+    SIGINT across exec, so one earlier in-process test (or library) that left SIGINT ignored in
+    this worker made the Ctrl-C tests' stage processes run to the end (exit 0, not 130)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield

@@ -11,6 +11,8 @@ method -- its own GAN (seed gan.<task>.train.seed + k), refined set and estimato
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,10 +42,21 @@ def _set_params(root: Path, **top) -> dict:
 
 
 def _gan_stages(root: Path, monkeypatch, seeds: list[int], workers: int = 1) -> None:
+    """The GAN stages of `seeds`: in this process with one worker; with more, as `dvc repro` runs
+    them, in a fresh process that forks its workers (a fork of this test process would inherit
+    the open DVC state databases of earlier in-process tests: sqlite 'disk I/O error')."""
     monkeypatch.chdir(root)
     _set_params(root, seeds=seeds, compute={"threads": 1, "workers": workers})
-    pretrain.main(["gaze"])
-    adversarial.main(["gaze"])
+    if workers == 1:
+        pretrain.main(["gaze"])
+        adversarial.main(["gaze"])
+        return
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for stage in ("pretrain", "adversarial"):
+        r = subprocess.run(
+            [sys.executable, "-m", f"stages.{stage}", "gaze"], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
 
 
 def _refiner_weights(root: Path, seed: int) -> dict:
