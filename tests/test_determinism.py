@@ -13,6 +13,7 @@ stage that writes other bytes for the same inputs reruns everything downstream f
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,9 @@ def gaze_arrays(n: int, seed: int, labelled: bool = True) -> dict[str, np.ndarra
 
 def tiny_workdir(root: Path) -> Path:
     """A directory the stages run in: params.yaml on the tiny profile (one worker process) and
-    small gaze data files; a git repository with a commit, which dvclive needs."""
+    small gaze data files; a git repository with a commit, which dvclive needs, and a DVC project,
+    as every checkout of this one is. Without .dvc/, dvclive runs `dvc init` itself on start, and
+    two replicate workers starting at once raced on it ('.dvc' exists, sqlite 'disk I/O error')."""
     root.mkdir()
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
     apply_profile(root / "params.yaml", ROOT / "profiles" / "tiny.yaml")
@@ -78,6 +81,8 @@ def tiny_workdir(root: Path) -> Path:
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], cwd=root, check=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, env=env, check=True)
     return root
 
 
