@@ -30,9 +30,11 @@ Run without a server or deployment: `python -m flows.pipeline [--targets 'refine
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +58,19 @@ REFINE_PREFIX = "refine@"
 # Set in the environment of every command a flow run starts, so that its hooks can find and stop
 # them once the flow-run process is gone (_stop_commands).
 FLOW_RUN_ENV = "SIMGAN_FLOW_RUN_ID"
+# Where each stage task's result (its output hashes) is persisted, as JSON, in Prefect's result
+# storage (PREFECT_LOCAL_STORAGE_PATH, default ~/.prefect/storage, or the block
+# PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK names). The key is the task run's own, so no other task run
+# can find it: the result is written and read back (UI, `state.result()`, later runs) but is never a
+# cache hit, and a stage DVC finds changed always runs. (NO_CACHE would persist nothing: it gives no
+# key to write under.)
+RESULT_KEY = "simgan/{flow_run.id}/{parameters[stage]}.{task_run.id}.json"
+PERSISTED = dict(cache_policy=None, persist_result=True, result_serializer="json", result_storage_key=RESULT_KEY)
+# Figures go into the markdown artifacts as data: URIs, which both Prefect UIs (v2, the default, and
+# v1) show inline; a file:// link is not opened from the UI's http:// page. Larger images are named
+# but not embedded.
+IMAGE_MAX_KB = int(os.environ.get("SIMGAN_ARTIFACT_IMAGE_MAX_KB", "2048"))
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
 
 
 def _env() -> dict:
@@ -116,25 +131,45 @@ def _results(repo: Path, stages: list[str], status: str, seconds: float = 0.0) -
     return [{"stage": s, "status": status, "seconds": round(seconds, 2), "outs": outs.get(s, {})} for s in stages]
 
 
-@task(
-    name="dvc-stage",
-    task_run_name="{stage}",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=exponential_backoff(10),
-)
+def _show_result(result: dict) -> dict:
+    """Record a stage task's result where the UI shows it: a `result` artifact of the task run (the
+    task run's page, "Result"), naming the persisted result's key. Returns `result`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    key = RESULT_KEY.format(flow_run=runtime.flow_run, task_run=runtime.task_run, parameters={"stage": result["stage"]})
+    rows = "\n".join(f"| `{path}` | `{md5}` |" for path, md5 in result["outs"].items())
+    description = f"`{result['stage']}`: {result['status']}; output hashes (dvc.lock), persisted as `{key}`" + (
+        f"\n\n| output | hash |\n|---|---|\n{rows}" if rows else ""
+    )
+    artifact = ArtifactCreate(
+        type="result",
+        description=description,
+        data={**result["outs"], "storage_key": key},
+        task_run_id=runtime.task_run.id,
+        flow_run_id=runtime.flow_run.id,
+    )
+    try:
+        with get_client(sync_client=True) as client:
+            client.create_artifact(artifact)
+    except Exception as e:  # the UI's view of it only: the stage itself has run, and its result stands
+        get_run_logger().warning("%s: no result artifact: %s", result["stage"], e)
+    return result
+
+
+@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=exponential_backoff(10), **PERSISTED)
 def run_stage(stage: str, repo: str, force: bool = False) -> dict:
     """`dvc repro --single-item [--force] <stage>`."""
     root = Path(repo)
     logger = get_run_logger()
     seconds = stream([*DVC, "repro", "--single-item", *(["--force"] if force else []), stage], root, logger)
-    return _results(root, [stage], "ran", seconds)[0]
+    return _show_result(_results(root, [stage], "ran", seconds)[0])
 
 
-@task(name="dvc-up-to-date", task_run_name="{stage}", cache_policy=NO_CACHE)
+@task(name="dvc-up-to-date", task_run_name="{stage}", **PERSISTED)
 def up_to_date(stage: str, outs: dict[str, str]) -> dict:
     """A stage DVC found up to date: nothing runs; its output hashes from dvc.lock."""
-    return {"stage": stage, "status": "up to date", "seconds": 0.0, "outs": outs}
+    return _show_result({"stage": stage, "status": "up to date", "seconds": 0.0, "outs": outs})
 
 
 def _lock_held(task, task_run, state) -> bool:
@@ -160,14 +195,14 @@ def dvc_status(repo: str, status: bool) -> tuple[Graph, set[str]]:
 @task(
     name="dvc-commit",
     task_run_name="commit {stage}",
-    cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=exponential_backoff(10),
+    **PERSISTED,
 )
 def commit_stage(stage: str, repo: str) -> dict:
     """Record outputs made outside `dvc repro` (the Dask refinement) in dvc.lock and the cache."""
     seconds = stream([*DVC, "commit", "--force", stage], Path(repo), get_run_logger())
-    return _results(Path(repo), [stage], "ran (dask)", seconds)[0]
+    return _show_result(_results(Path(repo), [stage], "ran (dask)", seconds)[0])
 
 
 @task(name="dvc-exp-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
@@ -250,6 +285,51 @@ def _blocked(graph: Graph, stage: str, selected: set[str], blocked: set[str], re
     return None
 
 
+def _data_uri(path: Path) -> str | None:
+    """The image at `path` as a data: URI; None when it is missing, not an image, or over
+    IMAGE_MAX_KB."""
+    kind = IMAGE_TYPES.get(path.suffix.lower())
+    if not kind or not path.is_file() or path.stat().st_size > IMAGE_MAX_KB * 1024:
+        return None
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def embed_images(markdown: str, base: Path) -> str:
+    """`markdown` with its images at relative paths (from `base`) embedded as data: URIs; an image
+    that cannot be embedded becomes its alt text and path. (A relative link resolves against the
+    UI's own address and shows nothing.)"""
+
+    def embed(m: re.Match) -> str:
+        alt, src = m.groups()
+        if re.match(r"[a-z][a-z0-9+.-]*:", src, re.I):  # http:, data: ...: the browser can load it
+            return m[0]
+        uri = _data_uri(base / src)
+        return f"![{alt}]({uri})" if uri else f"*{alt}* (`{src}`, not embedded)"
+
+    return _MD_IMAGE.sub(embed, markdown)
+
+
+def figures_markdown(root: Path, figures: list[str]) -> str:
+    """Every figure as a heading and the image itself, embedded (data: URI)."""
+    parts = []
+    for f in figures:
+        uri = _data_uri(root / f)
+        if uri:
+            body = f"![{f}]({uri})"
+        elif (root / f).suffix.lower() in IMAGE_TYPES:
+            body = (
+                f"{(root / f).stat().st_size / 1024:.0f} KB, over the {IMAGE_MAX_KB} KB embedding limit "
+                "(SIMGAN_ARTIFACT_IMAGE_MAX_KB): open it in the checkout."
+            )
+        else:
+            body = "not a PNG, JPEG or GIF, so not embedded: open it in the checkout."
+        parts.append(f"### {f}\n\n{body}")
+    return "\n\n".join(parts)
+
+
 @task(name="publish-artifacts", cache_policy=NO_CACHE)
 def publish(repo: str, figure_paths: list[str], results: list[dict]) -> None:
     root = Path(repo)
@@ -261,7 +341,9 @@ def publish(repo: str, figure_paths: list[str], results: list[dict]) -> None:
     results_md = root / "reports" / "results.md"
     if results_md.exists():
         create_markdown_artifact(
-            key="simgan-results", markdown=results_md.read_text(), description="reports/results.md"
+            key="simgan-results",
+            markdown=embed_images(results_md.read_text(), results_md.parent),
+            description="reports/results.md, its figures embedded",
         )
     rows = []
     for path in sorted((root / "metrics").glob("*.json")):
@@ -278,8 +360,8 @@ def publish(repo: str, figure_paths: list[str], results: list[dict]) -> None:
     if figures:
         create_markdown_artifact(
             key="simgan-figures",
-            description="figures written by the pipeline",
-            markdown="\n".join(f"- [{f}]({(root / f).as_uri()})" for f in figures),
+            description="figures written by the pipeline, embedded",
+            markdown=figures_markdown(root, figures),
         )
 
 

@@ -136,6 +136,13 @@ def _artifact(env: dict, key: str, cwd: Path) -> list[dict]:
     return json.loads(r.stdout)
 
 
+def _latest_artifact(env: dict, key: str) -> dict:
+    """The newest artifact of `key`, from the REST API (the CLI's output goes through Rich, whose
+    markup eats markdown such as `![alt](...)`)."""
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}
+    return _api(env, "POST", "/artifacts/filter", body)[0]
+
+
 def _stage_statuses(env: dict, cwd: Path) -> dict[str, str]:
     data = _artifact(env, "simgan-stages", cwd)[0]["data"]
     rows = json.loads(data) if isinstance(data, str) else data
@@ -218,6 +225,8 @@ def test_served_full_run_on_tiny_profile_then_nothing_to_do(prefect, tmp_path):
         for key in ("simgan-results", "simgan-metrics", "simgan-figures", "simgan-compare"):
             assert _artifact(env, key, repo), key
         assert "|" in _artifact(env, "simgan-compare", repo)[0]["data"]
+        figures = _latest_artifact(env, "simgan-figures")["data"]
+        assert figures.count("](data:image/png;base64,") == figures.count("### ") >= 6 and "file://" not in figures
 
         lock = (repo / "dvc.lock").read_bytes()
         t0 = time.perf_counter()
@@ -437,3 +446,89 @@ def test_a_killed_command_fails_its_task_at_once_and_leaves_nothing_running(tmp_
     assert time.monotonic() - t0 < 60
     child = int(pid_file.read_text())
     _wait_for(lambda: not _alive(child), 30, "the child to be stopped")
+
+
+# A 1x1 PNG.
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+FIGURE_DVC_YAML = """\
+stages:
+  make:
+    cmd: python -c "open('a.txt', 'w').write('a')"
+    outs: [a.txt]
+  plot:
+    cmd: python plot.py
+    deps: [a.txt, plot.py]
+    outs: [reports/fig.png, reports/results.md]
+"""
+
+FIGURE_PLOT = f"""\
+import base64, os
+os.makedirs("reports", exist_ok=True)
+open("reports/fig.png", "wb").write(base64.b64decode("{PNG_B64}"))
+open("reports/results.md", "w").write("# Results\\n\\n![the figure](fig.png)\\n")
+"""
+
+# Reads the stage task runs' results back from Prefect's result storage, as a later run would.
+READ_RESULTS = """\
+import json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+with get_client(sync_client=True) as client:
+    runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[sys.argv[1]])))
+stages = [t for t in runs if t.task_key.startswith(("run_stage", "up_to_date"))]
+print(json.dumps({t.name: t.state.result() for t in stages}))
+"""
+
+
+def test_figures_are_embedded_and_stage_results_persisted(prefect, tmp_path):
+    """The figures artifacts show the images themselves (data: URIs, which the UI renders; was:
+    file:// links a browser will not open from the UI), and each stage task's result, its output
+    hashes from dvc.lock, is persisted as JSON and read back (was: not persisted), yet never a
+    cache hit: a stage DVC finds changed runs although its task's inputs are those of the run
+    before."""
+    storage = tmp_path / "results"
+    env = dict(prefect, PREFECT_LOCAL_STORAGE_PATH=str(storage))
+    toy = _toy_repo(tmp_path / "toy", env, {"dvc.yaml": FIGURE_DVC_YAML, "plot.py": FIGURE_PLOT})
+    cmd = [sys.executable, "-m", "flows.pipeline", "--repo", str(toy)]
+    _run(cmd, ROOT, env, timeout=900)
+    assert _stage_statuses(env, ROOT) == {"make": "ran", "plot": "ran"}
+    with open(toy / "plot.py", "a") as f:
+        f.write("# changed\n")
+    _run(cmd, ROOT, env, timeout=900)
+    assert _stage_statuses(env, ROOT) == {"make": "up to date", "plot": "ran"}
+
+    image = f"(data:image/png;base64,{PNG_B64})"
+    figures = _latest_artifact(env, "simgan-figures")["data"]
+    assert f"![reports/fig.png]{image}" in figures and "file://" not in figures, figures
+    assert f"![the figure]{image}" in _latest_artifact(env, "simgan-results")["data"]
+
+    import yaml
+
+    lock = yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
+    hashes = {s: {o["path"]: o["md5"] for o in lock[s]["outs"]} for s in ("make", "plot")}
+    flow_run = _latest_artifact(env, "simgan-stages")["flow_run_id"]
+    r = _run([sys.executable, "-c", READ_RESULTS, flow_run], ROOT, env)
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {s: (v["status"], v["outs"]) for s, v in results.items()} == {
+        "make": ("up to date", hashes["make"]),
+        "plot": ("ran", hashes["plot"]),
+    }
+    # readable JSON files, one per stage task run of the flow run
+    files = sorted((storage / "simgan" / flow_run).glob("*.json"))
+    assert [f.name.split(".")[0] for f in files] == ["make", "plot"], files
+    for f in files:
+        assert (
+            hashes[f.name.split(".")[0]]["a.txt" if f.name.startswith("make") else "reports/fig.png"] in f.read_text()
+        )
+    # and the UI's "Result" of each stage task run: its `result` artifact
+    for t in _task_runs(env, flow_run):
+        if t["name"] in hashes:
+            found = _api(
+                env,
+                "POST",
+                "/artifacts/filter",
+                {"artifacts": {"task_run_id": {"any_": [t["id"]]}, "type": {"any_": ["result"]}}},
+            )
+            assert len(found) == 1 and found[0]["data"] | hashes[t["name"]] == found[0]["data"], found
+            assert all(md5 in found[0]["description"] for md5 in hashes[t["name"]].values())
