@@ -10,9 +10,12 @@ its retries, with exponential back-off, try again.
 
 Every stage is a task run named like the stage, whose result holds its output hashes from
 dvc.lock: a `dvc-stage` task that runs it, or a `dvc-up-to-date` task that records that DVC found it
-up to date. At the end the flow publishes artifacts: the results table (reports/results.md), a
-table of every metric, the figures' paths, the stage table and the metric diff against the
-previous commit (`simgan compare HEAD~1`).
+up to date. That result is persisted as JSON in Prefect's result storage, under a key of its own
+task run (RESULT_KEY), so it is never a cache hit and never makes Prefect skip a stage, and is
+shown on the task run's page as a `result` artifact. At the end the flow publishes artifacts: the
+results table (reports/results.md), a table of every metric, the figures, the stage table and the
+metric diff against the previous commit (`simgan compare HEAD~1`); the figures are embedded as
+data: URIs, which the Prefect UI shows inline.
 
 A flow run whose process dies (kill -9, out of memory) or is cancelled cannot end its own task
 runs. Its hooks (`on_crashed`, `on_cancellation`), which the serve process or worker runs once it
