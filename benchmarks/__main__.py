@@ -16,10 +16,18 @@ import subprocess
 import sys
 import time
 
-from benchmarks import bench_ceiling, bench_importers, bench_memory, bench_refine, bench_scaling, bench_train
+from benchmarks import (
+    bench_ceiling,
+    bench_importers,
+    bench_memory,
+    bench_opencv,
+    bench_refine,
+    bench_scaling,
+    bench_train,
+)
 from benchmarks.common import ROOT, load, machine, table, write_result
 
-NAMES = ("ceiling", "train", "refine", "memory", "scaling", "simulators", "importers")
+NAMES = ("ceiling", "train", "refine", "memory", "scaling", "simulators", "importers", "opencv")
 
 
 def simulators(full: bool) -> dict:
@@ -127,6 +135,7 @@ def main(argv=None) -> int:
         ),
         "simulators": lambda: simulators(full),
         "importers": lambda: bench_importers.run(2000 if full else 1000, 3 if full else 2),
+        "opencv": lambda: bench_opencv.run(1024 if full else 512, 256 if full else 128, 200 if full else 100, 5),
     }
     for name in NAMES:
         if name not in selected:

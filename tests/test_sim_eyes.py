@@ -166,3 +166,21 @@ def test_bad_parameters_are_named():
         eyes.render_eyes(0, 0)
     with pytest.raises(SimganError, match="'supersample'"):
         eyes.render_eyes(4, 0, supersample=0)
+
+
+def test_jpeg_round_trip_is_the_pillow_one_byte_for_byte():
+    """The embedded data's JPEG step moved from Pillow to OpenCV only because the two give the same
+    pixels; a wheel that changes that would change every downstream number."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, eyes.HEIGHT, eyes.WIDTH), dtype=np.uint8)
+    quality = np.array([50, 61, 70, 77, 85, 90])
+    want = []
+    for im, q in zip(images, quality):
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="JPEG", quality=int(q))
+        want.append(np.asarray(Image.open(buf).convert("L")))
+    np.testing.assert_array_equal(eyes._jpeg(images, quality), np.stack(want))

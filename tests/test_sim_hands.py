@@ -308,3 +308,14 @@ def test_simulate_to_file_streams_the_same_data(tmp_path):
         "generator_version": H.GENERATOR_VERSION,
         "seed": 4,
     }
+
+
+def test_min_max_3x3_is_the_scipy_filter_exactly():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    z = rng.uniform(300, 900, (3, 20, 17)).astype(np.float32)
+    z[0, :, :5] = 2500.0  # a flat far region and an edge
+    zmin, zmax = H._min_max_3x3(z)
+    np.testing.assert_array_equal(zmin, ndimage.minimum_filter(z, size=(1, 3, 3), mode="nearest"))
+    np.testing.assert_array_equal(zmax, ndimage.maximum_filter(z, size=(1, 3, 3), mode="nearest"))

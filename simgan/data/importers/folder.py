@@ -1,9 +1,9 @@
 """A folder of images (+ an optional labels table) -> generic data set.
 
 * Images: every file below the folder with an image extension (IMAGE_EXTS), keyed by its path
-  relative to the folder with '/' separators; other files are ignored. Decoded with Pillow,
-  turned upright by their EXIF orientation, to grayscale ("L") or, with color, RGB; 16-bit
-  grayscale is scaled to 8 bits (v / 257, rounded).
+  relative to the folder with '/' separators; other files are ignored. Decoded with OpenCV (the
+  header, its size and EXIF orientation, read by Pillow), turned upright by that orientation,
+  to grayscale ("L") or, with color, RGB; 16-bit grayscale is scaled to 8 bits (v / 257, rounded).
 * Stored size: H x W as given, or, without one, the size every image has (upright, after EXIF
   orientation); images of different sizes without a size are an error naming two of them.
 * Fitting to H x W: "center" crops the centred window of the target aspect then area-resizes;
@@ -37,9 +37,11 @@ from simgan.data.importers import (
     base_attrs,
     box_around,
     crop_resize,
+    grey_of_rgb,
     natural_key,
-    open_image,
     parallel_chunks,
+    read_image,
+    to_8bit,
 )
 from simgan.io import SimganError
 
@@ -147,16 +149,12 @@ def _names(items, limit=5) -> str:
     return ", ".join(map(repr, items[:limit])) + more
 
 
-def to_uint8(im: Image.Image, color: bool) -> np.ndarray:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im).astype(np.int64)
-        if a.min() < 0 or a.max() > 65535:
-            raise ValueError(f"{im.mode} values outside 0..65535")
-        a = np.floor(a / 257.0 + 0.5).astype(np.uint8)  # 65535 -> 255, exact for 8-bit data stored as 16
-        return np.stack([a] * 3, -1) if color else a
-    if im.mode == "F":
-        raise ValueError("floating-point images are not supported")
-    return np.asarray(im.convert("RGB" if color else "L"))
+def to_uint8(arr: np.ndarray, color: bool) -> np.ndarray:
+    """A read_image array as stored: grey (H, W) or, with color, RGB (H, W, 3), both uint8."""
+    a = to_8bit(arr)
+    if color:
+        return a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2)
+    return grey_of_rgb(a) if a.ndim == 3 else a
 
 
 def fit_box(h: int, w: int, size: tuple[int, int], crop: str) -> tuple[int, int, int, int] | None:
@@ -190,7 +188,9 @@ def _size_chunk(payload, start: int, stop: int, rng) -> list[tuple[str, tuple[in
 def infer_size(root: Path, files: list[str], workers: int | None = None, chunk: int = 256) -> tuple[int, int]:
     """The (H, W) every image in `files` has; a SimganError naming two files of different sizes."""
     first = None
-    for sizes in parallel_chunks(_size_chunk, (root, files), len(files), 0, workers, chunk):
+    for sizes in parallel_chunks(
+        _size_chunk, (root, files), len(files), 0, workers, chunk, desc=f"import {root.name}: sizes"
+    ):
         for name, size in sizes:
             if size is None:
                 continue
@@ -214,8 +214,7 @@ def _decode_chunk(payload, start: int, stop: int, rng) -> tuple[list, list, list
     for i in range(start, stop):
         path = root / files[i]
         try:
-            with open_image(path) as im:
-                arr = to_uint8(im, cfg.color)
+            arr = to_uint8(read_image(path), cfg.color)
         except DECODE_ERRORS as e:
             bad.append((files[i], f"{path}: cannot decode image ({e})"))
             continue
@@ -276,7 +275,7 @@ def import_folder(src: str | Path, out: str | Path, cfg: FolderConfig) -> int:
     n = 0
     with DatasetWriter(out, attrs, require_labels=False) as w:
         for imgs, rows, errs in parallel_chunks(
-            _decode_chunk, (src, files, cfg), len(files), 0, cfg.workers, cfg.chunk
+            _decode_chunk, (src, files, cfg), len(files), 0, cfg.workers, cfg.chunk, desc=f"import {src.name}"
         ):
             bad.extend(errs)
             if not rows:

@@ -188,7 +188,9 @@ def import_mpiigaze(src: str | Path, out: str | Path, cfg: MPIIGazeConfig | None
     units = {"labels/person": "id", "labels/day": "id", "labels/eye": "0=left,1=right"}
     n, found = 0, set()
     with DatasetWriter(out, attrs, require_labels=cfg.labels) as w:
-        for parts in parallel_chunks(_day_chunk, (days, cfg, eval_set), len(days), 0, cfg.workers, chunk=4):
+        for parts in parallel_chunks(
+            _day_chunk, (days, cfg, eval_set), len(days), 0, cfg.workers, chunk=4, desc="import MPIIGaze", unit="day"
+        ):
             for part in parts:
                 found.update(part.pop("_found"))
                 if not cfg.labels:

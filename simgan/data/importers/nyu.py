@@ -187,7 +187,9 @@ def import_nyu(
             for dom, path in targets
         }
         payload = (folder, uvd, frames, cfg)
-        for res, errs in parallel_chunks(_frame_chunk, payload, len(frames), 0, cfg.workers, cfg.chunk):
+        for res, errs in parallel_chunks(
+            _frame_chunk, payload, len(frames), 0, cfg.workers, cfg.chunk, desc="import NYU", unit="frame"
+        ):
             bad.extend(errs)
             for dom, w in writers.items():
                 o = res[dom]

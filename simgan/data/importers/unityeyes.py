@@ -192,7 +192,9 @@ def import_unityeyes(src: str | Path, out: str | Path, cfg: UnityEyesConfig | No
     paths = sorted(src.glob("*.json"), key=lambda p: natural_key(p.stem))[: cfg.limit]
     bad = BadInputs(cfg.skip_bad, cfg.report)
     items = []
-    for recs, errs in parallel_chunks(_parse_chunk, paths, len(paths), 0, cfg.workers, cfg.chunk):
+    for recs, errs in parallel_chunks(
+        _parse_chunk, paths, len(paths), 0, cfg.workers, cfg.chunk, desc="import UnityEyes: labels"
+    ):
         bad.extend(errs)
         items += recs
     counts = {k: len(items[0][1][k]) for k in LANDMARK_KEYS} if items else {}
@@ -234,7 +236,9 @@ def import_unityeyes(src: str | Path, out: str | Path, cfg: UnityEyesConfig | No
     )
     n = 0
     with DatasetWriter(out, attrs) as w:
-        for res, errs in parallel_chunks(_crop_chunk, (items, cfg.crop_scale), len(items), 0, cfg.workers, cfg.chunk):
+        for res, errs in parallel_chunks(
+            _crop_chunk, (items, cfg.crop_scale), len(items), 0, cfg.workers, cfg.chunk, desc="import UnityEyes"
+        ):
             bad.extend(errs)
             rows = res.pop("keep")
             if not rows:
