@@ -52,7 +52,9 @@ def direction(key: str) -> str | None:
     """ "lower", "higher", "fifty" (closer to 50 is better) or None (neutral) for a flattened key.
 
     Precedence: a `.std` key is neutral; `paired.<pair>.mean` is the mean paired improvement of
-    the first row over the second (positive = better), so higher; `_acc_pct` under `realism` is an
+    the first row over the second (positive = better), so higher; of `realism.oracle` and
+    `realism.kid` only the refined side has a direction (the share of the way to real and the
+    replicates between: higher; refined's KID: lower); `_acc_pct` under `realism` is an
     automated Turing test where 50% means indistinguishable; then `error`/`shift` (lower is better)
     before `pct`/`pck`/`within` (higher is better), so a key like `error_pct` reads as an error."""
     parts = key.split(".")
@@ -60,6 +62,10 @@ def direction(key: str) -> str | None:
         return None
     if parts[0] == "paired":
         return "higher" if parts[-1] == "mean" else None
+    if parts[:2] == ["realism", "oracle"]:  # the synthetic and real sides measure the oracle itself
+        return "higher" if parts[2:] in (["refined_fraction", "mean"], ["refined_between"]) else None
+    if parts[:2] == ["realism", "kid"]:  # the synthetic side and the real-vs-real floor: neutral
+        return "lower" if parts[2:] == ["refined", "mean"] else None
     if "realism" in parts[:-1] and parts[-1].endswith("_acc_pct"):
         return "fifty"
     if "error" in key or "shift" in key:

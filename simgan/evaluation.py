@@ -29,7 +29,7 @@ from torch import nn
 
 from simgan import metrics as M
 from simgan.data.format import LABELS_GROUP, label_keys, open_dataset
-from simgan.estimators import load_estimator, predict, read_training_labels
+from simgan.estimators import features, load_estimator, predict, read_training_labels
 from simgan.io import SimganError
 from simgan.parallel import map_processes
 from simgan.report import BEATS, NO_DIFFERENCE, NO_VERDICT, PAIRED_RULE, WORSE, paired_stats
@@ -132,9 +132,11 @@ def paired_sentence(p: Mapping, unit: str = "", digits: int = 2) -> str:
     return f"{head}: {nums}, {agree}."
 
 
-def user_scorer(truth: np.ndarray, columns: list[str]):
-    """score() for a user task: errors relative to the test set's spread of each column."""
-    spread = truth.std(axis=0)
+def user_scorer(truth: np.ndarray, columns: list[str], spread_of: np.ndarray | None = None):
+    """score() for a user task: errors relative to the test set's spread of each column (the
+    spread of `spread_of`'s columns when given: the oracle scores synthetic labels in the test
+    set's units)."""
+    spread = (truth if spread_of is None else spread_of).std(axis=0)
     scale = np.where(spread > 0, spread, 1.0)
 
     def score_user(pred: np.ndarray) -> tuple[dict, np.ndarray, list[float]]:
@@ -204,12 +206,119 @@ def results_markdown(task: str, metrics: dict, columns: list[str]) -> str:
         f"{acc('refined_vs_real_acc_pct')}, synthetic vs real {acc('synthetic_vs_real_acc_pct')}.",
         "",
     ]
+    oracle, kid = realism.get("oracle"), realism.get("kid")
+    if oracle:
+        o = {k: oracle[k]["mean"] for k in ("synthetic", "refined", "real", "refined_fraction")}
+        lines += [
+            f"Oracle score (the `{oracle['estimator']}` estimators, trained on real images only, against the "
+            f"labels each image set keeps; mae in test-set stds): synthetic {o['synthetic']:.3f}, refined "
+            f"{o['refined']:.3f}, real test set {o['real']:.3f}; refined gets {100 * o['refined_fraction']:.0f}% "
+            f"of the way from synthetic to real, and lies between them on {oracle['refined_between']} of "
+            f"{oracle['replicates']} replicates.",
+            "",
+        ]
+    if kid:
+        lines += [
+            f"KID x 1000 to the real test set (lower is more real): synthetic {kid['synthetic']['mean']:.2f}, "
+            f"refined {kid['refined']['mean']:.2f}, real vs real {kid['real_floor']['mean']:.2f} (the floor).",
+            "",
+        ]
     pairs = metrics.get("paired") or {}
     if pairs:
         lines += [f"Refined vs synthetic, on mae (test-set stds), per replicate: {PAIRED_RULE}.", ""]
         lines += [f"- {paired_sentence(p, 'test-set stds', 3)}" for p in pairs.values()]
         lines.append("")
     return "\n".join(lines)
+
+
+def real_reference_row(variants: Mapping[str, Mapping]) -> str | None:
+    """The variant whose estimators were trained on real images only, at the smallest size and
+    without augmentation: its networks are the oracle and the KID feature extractor. None when
+    the task trains no real variant (then neither score is computed)."""
+    real = [(v["size"], name) for name, v in variants.items() if v["source"] == "real" and not v.get("augment")]
+    return min(real)[1] if real else None
+
+
+# KID draws: 50 subsets of 250 images of each set. Real-vs-real on the 1000 hand test images
+# (two disjoint halves of 500) is the smallest pair, and 250 leaves each draw half of its half.
+KID_SUBSET, KID_SUBSETS = 250, 50
+
+
+def oracle_scores(
+    models: Mapping[int, nn.Module],
+    kind: str,
+    synthetic: np.ndarray,
+    refined: Mapping[int, np.ndarray],
+    synthetic_scorer,
+    main_metric: str,
+    real_values: list[float],
+    seeds: list[int],
+) -> dict:
+    """The oracle score (pix2pix / CycleGAN's FCN-score: Isola et al. 2017, Zhu et al. 2017): the
+    estimators trained on real images only, replicate k's on replicate k's refined images, scored
+    against the synthetic labels those images keep; the same for the raw synthetic images, and
+    the real row on the real test set. Refined images that look real to a real-trained model
+    score between synthetic and real: `refined_between` counts the replicates where they do, and
+    `refined_fraction` is how far from synthetic to real refined gets, (syn - ref) / (syn - real)
+    per replicate (1 = as good as real, 0 = no better than synthetic, < 0 = worse)."""
+    syn_vals, ref_vals = [], []
+    for seed in seeds:
+        syn_vals.append(float(synthetic_scorer(predict(models[seed], kind, synthetic))[0][main_metric]))
+        ref_vals.append(float(synthetic_scorer(predict(models[seed], kind, refined[seed]))[0][main_metric]))
+    real_vals = [float(v) for v in real_values]
+    fractions = [(s - r) / (s - q) if s != q else 0.0 for s, r, q in zip(syn_vals, ref_vals, real_vals)]
+    between = sum(min(s, q) <= r <= max(s, q) for s, r, q in zip(syn_vals, ref_vals, real_vals))
+
+    def stat(values: list[float]) -> dict:
+        return {**M.mean_std(values), "values": values}
+
+    return {
+        "metric": main_metric,
+        "synthetic": stat(syn_vals),
+        "refined": stat(ref_vals),
+        "real": stat(real_vals),
+        "refined_fraction": stat(fractions),
+        "refined_between": int(between),
+        "replicates": len(seeds),
+    }
+
+
+def kid_scores(
+    models: Mapping[int, nn.Module],
+    kind: str,
+    synthetic: np.ndarray,
+    refined: Mapping[int, np.ndarray],
+    real_test: np.ndarray,
+    seeds: list[int],
+    subset_size: int = KID_SUBSET,
+    subsets: int = KID_SUBSETS,
+) -> dict:
+    """KID (M.kid) against the real test set, on the penultimate features of replicate k's
+    real-trained estimator: synthetic and replicate k's refined images, and as the floor two
+    disjoint halves of the real test set (real vs real). Per replicate the mean over the draws;
+    {mean, std, values} over the replicates, and `subset_std`, the mean over the replicates of the
+    std over draws (the estimator's own spread); all x 1000, as KID is usually reported."""
+    half = len(real_test) // 2
+    draws: dict[str, list[list[float]]] = {"synthetic": [], "refined": [], "real_floor": []}
+    for seed in seeds:
+
+        def feats(images: np.ndarray, seed: int = seed) -> np.ndarray:
+            return features(models[seed], kind, images)
+
+        def kid_x1000(a: np.ndarray, b: np.ndarray, seed: int = seed) -> list[float]:
+            m = min(subset_size, len(a), len(b))
+            return [1000.0 * v for v in M.kid(a, b, subset_size=m, subsets=subsets, seed=seed)]
+
+        test = feats(real_test)
+        draws["synthetic"].append(kid_x1000(feats(synthetic), test))
+        draws["refined"].append(kid_x1000(feats(refined[seed]), test))
+        draws["real_floor"].append(kid_x1000(test[:half], test[half:]))
+    result = {}
+    for key, per_replicate in draws.items():
+        means = [float(np.mean(d)) for d in per_replicate]
+        spread = float(np.mean([M.mean_std(d)["std"] for d in per_replicate]))
+        result[key] = {**M.mean_std(means), "values": means, "subset_std": spread}
+    return {**result, "scale": 1000, "subset_size": subset_size, "subsets": subsets}
 
 
 _REALISM: dict = {}  # set by evaluate_task before forking the realism workers (fork: no pickling of images)
@@ -309,7 +418,9 @@ def evaluate_task(
         rows[name] = aggregate(per_seed)
         curves[name] = np.mean(curve_acc, axis=0)
 
-    # trained variants
+    # trained variants; the real reference row's models score the refined images too (oracle, KID)
+    reference = real_reference_row(variants)
+    reference_models: dict[int, nn.Module] = {}
     for name, row in rows_of.items():
         preds = {}
         for seed in seeds:
@@ -317,6 +428,8 @@ def evaluate_task(
             if not isinstance(model, nn.Module):
                 model, _ = load_estimator(model, device=device)
             preds[seed] = predict(model, kind, test_images, device=device)
+            if name == reference:
+                reference_models[seed] = model
         record(row, preds)
 
     # baselines
@@ -374,6 +487,21 @@ def evaluate_task(
         realism[key] = float(np.mean(values))
         realism_reps[key] = {"std": M.mean_std(values)["std"], "values": values}
     realism["replicates"] = realism_reps
+    if reference is not None:
+        with open_dataset(files["synthetic"]) as ds:
+            syn_truth, _ = read_training_labels(ds, kind, slice(0, n), name=task)
+        syn_scorer = (
+            user_scorer(syn_truth, columns, spread_of=truth)
+            if kind == "generic"
+            else (lambda pred: score(task, pred, syn_truth))
+        )
+        ref_row = rows_of[reference]
+        realism["oracle"] = oracle_scores(
+            reference_models, kind, syn[img], refs, syn_scorer, main_metric, rows[ref_row][main_metric]["values"], seeds
+        )
+        realism["oracle"]["estimator"] = ref_row
+        realism["kid"] = kid_scores(reference_models, kind, syn[img], refs, test_images, seeds)
+        realism["kid"]["features"] = f"{ref_row} estimator, penultimate layer"
 
     metrics = {
         "rows": rows,

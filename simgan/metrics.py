@@ -4,7 +4,8 @@
 - hand: PCK (% of joints within d pixels, the paper's Table 4 at d = 5);
 - label preservation: pupil-centre shift between synthetic and refined eyes (paper 1.1 +- 0.8 px)
   and depth change at joint pixels for hands;
-- realism: an automated visual Turing test (a fresh CNN told to separate real from other);
+- realism: an automated visual Turing test (a fresh CNN told to separate real from other), and
+  the Kernel Inception Distance between two feature sets (kid);
 - baselines every result must beat: the constant (mean-label) predictor and k-NN.
 
 Arrays are numpy in the stored data format; results are plain floats / lists for JSON metrics.
@@ -309,6 +310,33 @@ def realism_accuracy(
 
 # ----------------------------------------------------------------------------------------------
 # Baselines
+
+
+def kid(x, y, *, subset_size: int = 250, subsets: int = 50, seed: int = 0) -> list[float]:
+    """Kernel Inception Distance (Binkowski et al. 2018, "Demystifying MMD GANs"): the unbiased
+    estimate of the squared MMD between the feature sets x (n, d) and y (m, d) under the cubic
+    polynomial kernel k(a, b) = (a.b / d + 1)^3, on `subsets` random draws of `subset_size` rows
+    of each (without replacement within a draw), one value per draw. Its expectation is 0 for two
+    samples of one distribution, whatever the sample size (unlike FID's), so a value may dip
+    below 0; the spread over draws is the estimate's own."""
+    a_all, b_all = _arr(x, "x", dtype=np.float64), _arr(y, "y", dtype=np.float64)
+    if a_all.ndim != 2 or b_all.ndim != 2 or a_all.shape[1] != b_all.shape[1]:
+        raise ValueError(f"kid: expected two (n, d) feature arrays of one d, got {a_all.shape} and {b_all.shape}")
+    m = subset_size
+    if m < 2 or m > min(len(a_all), len(b_all)):
+        raise ValueError(f"kid: subset_size: expected 2..{min(len(a_all), len(b_all))} (the smaller set), got {m}")
+    if subsets < 1:
+        raise ValueError(f"kid: subsets: expected >= 1, got {subsets}")
+    d = a_all.shape[1]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(subsets):
+        a = a_all[rng.choice(len(a_all), m, replace=False)]
+        b = b_all[rng.choice(len(b_all), m, replace=False)]
+        kaa, kbb, kab = ((a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3)
+        within = (kaa.sum() - np.trace(kaa) + kbb.sum() - np.trace(kbb)) / (m * (m - 1))
+        out.append(float(within - 2 * kab.mean()))
+    return out
 
 
 def _infer_task(labels: np.ndarray) -> str:

@@ -386,6 +386,88 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
     )
 
 
+# The realism issue's bar for the oracle: refined at least halfway from synthetic to real.
+ORACLE_HALFWAY = 0.5
+
+
+def _oracle_row(task: str, o: Mapping) -> list[str]:
+    metric = o.get("metric", "")
+    digits = 1 if metric.endswith("pct") or metric.endswith("deg") else 3
+    frac = o.get("refined_fraction") or {}
+    return [
+        task,
+        f"`{o.get('estimator', 'real')}` on `{metric}`",
+        format_mean_std(o.get("synthetic"), digits),
+        format_mean_std(o.get("refined"), digits),
+        format_mean_std(o.get("real"), digits),
+        format_mean_std(frac, 2) if frac else DASH,
+        f"{o.get('refined_between', 0)} of {o.get('replicates', 0)}",
+    ]
+
+
+def realism_scores_md(metrics_by_task: Mapping[str, Mapping]) -> str:
+    """The field's realism scores beside the classifier: the oracle score (estimators trained on
+    real images only, scored on each image set against the labels it carries: refined must land
+    between synthetic and real, and the table checks that order per replicate) and KID to the real
+    test set on those estimators' features, with the real-vs-real floor. Empty when no task has
+    them (metrics from before, or a task without a real variant)."""
+    oracle_body, kid_body, notes = [], [], []
+    for task, metrics in metrics_by_task.items():
+        realism = (metrics or {}).get("realism") or {}
+        o, k = realism.get("oracle"), realism.get("kid")
+        if isinstance(o, Mapping):
+            oracle_body.append(_oracle_row(task, o))
+            n, between = o.get("replicates", 0), o.get("refined_between", 0)
+            frac = (o.get("refined_fraction") or {}).get("mean")
+            if n and between < n:
+                notes.append(
+                    f"**{task}: the order fails** on {n - between} of {n} replicates: the real-trained "
+                    f"estimator scores refined images outside the synthetic-real interval."
+                )
+            if _is_num(frac) and frac < ORACLE_HALFWAY:
+                notes.append(
+                    f"{task}: refined gets {100 * frac:.0f}% of the way from synthetic to real on the oracle "
+                    f"(the realism bar: at least {100 * ORACLE_HALFWAY:.0f}%; short by {100 * (ORACLE_HALFWAY - frac):.0f} points)."
+                )
+        if isinstance(k, Mapping):
+            kid_body.append(
+                [task]
+                + [format_mean_std(k.get(key), 2) for key in ("synthetic", "refined", "real_floor")]
+                + [f"{k.get('subsets')} x {k.get('subset_size')}"]
+            )
+    if not oracle_body and not kid_body:
+        return ""
+    out = []
+    if oracle_body:
+        out.append(
+            md_table(
+                [
+                    "Task",
+                    "Oracle (real-trained estimator)",
+                    "Synthetic",
+                    "Refined",
+                    "Real (test set)",
+                    "Refined: share of the way to real",
+                    "Refined between synthetic and real",
+                ],
+                oracle_body,
+            )
+            + "\n\nThe oracle score (pix2pix and CycleGAN's FCN-score): the estimators of the real row, "
+            "trained on real images only, applied to synthetic and refined images and scored against "
+            "the synthetic labels those images keep; mean ± std over the replicates (replicate k's "
+            "estimator on replicate k's refined set)."
+        )
+    if kid_body:
+        out.append(
+            md_table(["Task", "KID x 1000: synthetic", "refined", "real vs real (floor)", "draws"], kid_body)
+            + "\n\nKID (Binkowski et al. 2018): unbiased squared MMD to the real test set under a cubic "
+            "kernel, on the penultimate features of the real-trained estimator; per replicate the mean "
+            "over random draws, then mean ± std over the replicates. Lower is more real; the floor "
+            "compares two halves of the real test set."
+        )
+    return "\n\n".join(out + notes)
+
+
 _SHIFTS = {
     "pupil_shift_px": ("gaze", "pupil centre shift (px)"),
     "joint_depth_shift": ("hand", "joint depth shift"),
@@ -704,5 +786,8 @@ def report_md(metrics_by_task: Mapping[str, Mapping], level: int = 1) -> str:
         if paired:
             out += [f"{h}## Paired differences (per replicate, {task})", paired]
     out += [f"{h}# Realism (automated Turing test)", realism_table_md(present)]
+    scores = realism_scores_md(present)
+    if scores:
+        out += [f"{h}# Realism: oracle score and KID", scores]
     out += [f"{h}# Label preservation", label_preservation_md(present)]
     return "\n\n".join(out) + "\n"

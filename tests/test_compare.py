@@ -134,6 +134,11 @@ def table_line(md: str, key: str) -> str:
         ("paired.refined_vs_synthetic_1x.verdict", None),
         ("paired.refined_aug_vs_synthetic_aug_1x.agree", None),
         ("realism.replicates.refined_vs_real_acc_pct.std", None),
+        ("realism.oracle.refined_fraction.mean", "higher"),  # the share of the way to real
+        ("realism.oracle.refined_between", "higher"),
+        ("realism.oracle.synthetic.mean", None),  # the oracle's own score, not the refiner's
+        ("realism.kid.refined.mean", "lower"),
+        ("realism.kid.real_floor.mean", None),
     ],
 )
 def test_direction_rules(key, expected):

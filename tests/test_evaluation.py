@@ -359,3 +359,88 @@ def test_two_variants_on_one_row_are_an_error_naming_both():
         ]
         == "synthetic_aug_1x"
     )
+
+
+def test_the_oracle_and_kid_score_each_set_with_the_real_trained_estimators(gaze_task):
+    """Issue 20's field-standard scores: replicate k's real-trained estimator on the synthetic and
+    on replicate k's refined images, against the synthetic labels (the oracle), and its features
+    for KID to the real test set, with the real-vs-real floor."""
+    files, models, arrays = gaze_task
+    real = arrays["real"]
+    real_models = {
+        s: train_estimator(
+            "gaze", real["images"], real["gaze"], steps=2, batch_size=8, lr=1e-3, seed=s, net_kwargs={"width": 0.25}
+        )[0]
+        for s in SEEDS
+    }
+    variants = {**VARIANTS, "gaze-real-1x": {"task": "gaze", "source": "real", "size": 1, "augment": False}}
+    m = evaluate_task(
+        "gaze",
+        "gaze",
+        files,
+        variants,
+        {**models, "gaze-real-1x": real_models},
+        seeds=SEEDS,
+        base_n=32,
+        realism_n=32,
+        realism_steps=2,
+        profile="test",
+    ).metrics
+    o = m["realism"]["oracle"]
+    assert o["estimator"] == "real_1x" and o["metric"] == "mean_error_deg" and o["replicates"] == 2
+    assert o["real"]["values"] == m["rows"]["real_1x"]["mean_error_deg"]["values"]
+    syn = arrays["synthetic"]
+    for k, s in enumerate(SEEDS):
+
+        def err(images, s=s):
+            return float(M.angular_error_deg(predict(real_models[s], "gaze", images[:32]), syn["gaze"][:32]).mean())
+
+        assert o["synthetic"]["values"][k] == pytest.approx(err(syn["images"]))
+        assert o["refined"]["values"][k] == pytest.approx(err(arrays["refined"][s]["images"]))
+        a, b, q = o["synthetic"]["values"][k], o["refined"]["values"][k], o["real"]["values"][k]
+        assert o["refined_fraction"]["values"][k] == pytest.approx((a - b) / (a - q))
+    between = [
+        min(a, q) <= b <= max(a, q) for a, b, q in zip(*(o[x]["values"] for x in ("synthetic", "refined", "real")))
+    ]
+    assert o["refined_between"] == sum(between)
+    kid = m["realism"]["kid"]
+    assert kid["features"].startswith("real_1x") and kid["scale"] == 1000
+    assert all(len(kid[x]["values"]) == 2 for x in ("synthetic", "refined", "real_floor"))
+    # a report shows both tables, and says where the order fails
+    from simgan.report import realism_scores_md
+
+    text = realism_scores_md({"gaze": m})
+    assert "Oracle" in text and "KID x 1000" in text
+    assert ("the order fails" in text) == (sum(between) < 2)
+
+
+def test_unrefined_images_score_as_synthetic_on_the_oracle(gaze_task):
+    """A refiner that changes nothing gets none of the way to real, and counts as between."""
+    from simgan.evaluation import oracle_scores
+
+    _, models, arrays = gaze_task
+    syn = arrays["synthetic"]
+    nets = {s: models["gaze-synthetic-1x"][s] for s in SEEDS}
+
+    def scorer(pred):
+        err = M.angular_error_deg(pred, syn["gaze"])
+        return M.gaze_summary(err), err, []
+
+    o = oracle_scores(
+        nets, "gaze", syn["images"], {s: syn["images"] for s in SEEDS}, scorer, "mean_error_deg", [1.0, 2.0], SEEDS
+    )
+    assert o["refined"]["values"] == o["synthetic"]["values"]
+    assert o["refined_fraction"]["values"] == [0.0, 0.0] and o["refined_between"] == 2
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(600, 16)), rng.normal(size=(600, 16))
+    same = np.mean(M.kid(a, b, subset_size=200, subsets=20, seed=1))
+    shifted = np.mean(M.kid(a, b + 0.5, subset_size=200, subsets=20, seed=1))
+    assert abs(same) < 0.05 * shifted and shifted > 0
+    assert M.kid(a, b, subset_size=200, subsets=3, seed=1) == M.kid(a, b, subset_size=200, subsets=3, seed=1)
+    with pytest.raises(ValueError, match="subset_size"):
+        M.kid(a, b[:10], subset_size=200)
+    with pytest.raises(ValueError, match="one d"):
+        M.kid(a, b[:, :8])
