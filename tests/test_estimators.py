@@ -256,7 +256,7 @@ def test_heatmap_decoding_at_border_keeps_integer_peak():
     assert torch.allclose(heatmap_to_uv(hm), torch.tensor([[[0.0, 15.0]]]))
 
 
-def _train_tiny_hand(seed):
+def _train_tiny_hand(seed, on_step=None):
     x, j = hand_data(64, seed=0, joints=1)
     return train_estimator(
         "hand",
@@ -270,6 +270,7 @@ def _train_tiny_hand(seed):
         augment=photometric_augment("hand"),
         bf16=True,
         channels_last=True,
+        on_step=on_step,
     )[0].state_dict()
 
 
@@ -295,21 +296,7 @@ _STEPS = None  # the StepCounter the forked workers of the next test count into 
 
 
 def _train_tiny_hand_counting(seed):
-    x, j = hand_data(64, seed=0, joints=1)
-    return train_estimator(
-        "hand",
-        x,
-        j,
-        steps=4,
-        batch_size=8,
-        lr=1e-3,
-        seed=seed,
-        net_kwargs=dict(TINY_HAND, joints=1),
-        augment=photometric_augment("hand"),
-        bf16=True,
-        channels_last=True,
-        on_step=_STEPS.add,
-    )[0].state_dict()
+    return _train_tiny_hand(seed, on_step=_STEPS.add)  # via the global: a shared Value does not pickle
 
 
 def test_step_progress_from_forked_workers_reaches_the_total_and_trains_the_same_weights():
