@@ -172,7 +172,9 @@ def resolve_task_profile(
         )
 
     def rename(node, base, prefix: str):
-        out = type(node)()  # a ruamel CommentedMap stays one, so flow style survives the merge
+        out = type(node)()  # a ruamel CommentedMap stays one, and keeps its flow or block style
+        if hasattr(node, "fa") and node.fa.flow_style():
+            out.fa.set_flow_style()
         for k, v in node.items():
             key = f"{prefix}{k}"
             name = task if k == TASK_PLACEHOLDER else k
