@@ -6,9 +6,12 @@ was expected and what was found (issue 9)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
+import re
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,20 +121,100 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def apply_profile(params_path: str | Path, profile_path: str | Path) -> dict:
+# A profile's key spelled so stands for the task named by `--task` (profiles/quick.yaml: the
+# sections gan.<task>, estimator.<task>, evaluate.<task> of a task whose name the user chose).
+TASK_PLACEHOLDER = "<task>"
+_TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # stages/common.py TASK_NAME: a stage suffix, a folder
+
+
+def _placeholder_keys(node, prefix: str = "") -> list[str]:
+    """The dotted keys of `node` whose last part is the placeholder, outermost first."""
+    out = []
+    for k, v in node.items() if isinstance(node, dict) else ():
+        key = f"{prefix}{k}"
+        if k == TASK_PLACEHOLDER:
+            out.append(key)
+        out.extend(_placeholder_keys(v, key + "."))
+    return out
+
+
+def resolve_task_profile(
+    profile: dict, profile_path: str | Path, task: str | None, params: dict, params_path: str | Path
+) -> dict:
+    """`profile` with every `<task>` key renamed to `task`, checked against the params it will be
+    applied to; a `<task>` section the params lack for that task (no estimator.<task>: a user who
+    only refines) is left out, with a line on stderr. Every mistake is one ParamsError that names
+    the file and the key: a `<task>` profile without --task, --task for a profile without `<task>`,
+    a name that cannot be a task, a task params.yaml's `tasks` does not have."""
+    keys = _placeholder_keys(profile)
+    if task is None:
+        if keys:
+            raise ParamsError(
+                f"{profile_path}: key '{keys[0]}': the profile is for a task you name; "
+                f"expected --task NAME (a key of {params_path} 'tasks')"
+            )
+        return profile
+    if not keys:
+        raise ParamsError(
+            f"{profile_path}: no '{TASK_PLACEHOLDER}' key for --task {task} to fill in; "
+            f"expected a profile with sections like 'gan.{TASK_PLACEHOLDER}' (profiles/quick.yaml), or no --task"
+        )
+    if not isinstance(task, str) or not _TASK_NAME.fullmatch(task):
+        raise ParamsError(
+            f"--task {task!r} (for {profile_path}): expected a task name of letters, digits and _, starting with a letter"
+        )
+    tasks = params.get("tasks")
+    if not isinstance(tasks, dict) or task not in tasks:
+        known = sorted(tasks) if isinstance(tasks, dict) else []
+        raise ParamsError(
+            f"{params_path}: key 'tasks.{task}': missing (--task of {profile_path}); expected one of {known}, "
+            f"or add the task first (docs/tutorial_custom_data.md, section 2)"
+        )
+
+    def rename(node, base, prefix: str):
+        out = type(node)()  # a ruamel CommentedMap stays one, and keeps its flow or block style
+        if hasattr(node, "fa") and node.fa.flow_style():
+            out.fa.set_flow_style()
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            name = task if k == TASK_PLACEHOLDER else k
+            if k == TASK_PLACEHOLDER:
+                if name in node:
+                    raise ParamsError(
+                        f"{profile_path}: key '{key}': sets the same section as '{prefix}{name}' for --task {task}"
+                    )
+                if not isinstance(base, dict) or not isinstance(base.get(name), dict):
+                    print(
+                        f"{profile_path}: key '{key}' left out: {params_path} has no section '{prefix}{name}'",
+                        file=sys.stderr,
+                    )
+                    continue
+            sub = base.get(name) if isinstance(base, dict) else None
+            out[name] = rename(v, sub, key + ".") if isinstance(v, dict) else v
+        return out
+
+    return rename(profile, params, "")
+
+
+def apply_profile(params_path: str | Path, profile_path: str | Path, task: str | None = None) -> dict:
     """Merge a profile's overrides into params.yaml (a mapping merges key by key, any other value
-    replaces) and write it back atomically; returns the merged params.
+    replaces) and write it back atomically; returns the merged params. `task` fills in the
+    profile's `<task>` keys (resolve_task_profile).
 
     The file is edited, not re-serialized: a ruamel.yaml round trip keeps every comment, the key
     order and each value's flow or block style, so `git diff` shows only the values the profile
     changed (PyYAML's dump dropped all comments of params.yaml)."""
     base = Params.load(params_path).data  # errors name the file, as every params reader's do
-    profile = Params.load(profile_path).data
+    profile = resolve_task_profile(Params.load(profile_path).data, profile_path, task, base, params_path)
     merged = deep_merge(base, profile)
     rt = _round_trip_yaml()
     original = Path(params_path).read_text()
     doc = rt.load(original)
-    _merge_in_place(doc, rt.load(Path(profile_path).read_text()))
+    with contextlib.redirect_stderr(io.StringIO()):  # the left-out lines were printed just above
+        rt_profile = resolve_task_profile(
+            rt.load(Path(profile_path).read_text()), profile_path, task, base, params_path
+        )
+    _merge_in_place(doc, rt_profile)
     out = io.StringIO()
     rt.dump(doc, out)
     text = _keep_line_breaks(original, out.getvalue())
@@ -193,14 +276,22 @@ def register(subparsers) -> None:
     a = sub.add_parser(
         "apply", help="merge PROFILE into params.yaml key by key, keeping its comments and key order (git restores it)"
     )
+    task_help = f"the task a profile's '{TASK_PLACEHOLDER}' keys stand for (profiles/quick.yaml), a key of 'tasks'"
     a.add_argument("profile", help="profile YAML, e.g. profiles/tiny.yaml")
     a.add_argument("--params", default="params.yaml", help="the params file to rewrite (default: params.yaml)")
-    a.set_defaults(func=lambda args: apply_profile(args.params, args.profile) and 0)
+    a.add_argument("--task", help=task_help)
+    a.set_defaults(func=lambda args: apply_profile(args.params, args.profile, args.task) and 0)
     o = sub.add_parser("overrides", help="print PROFILE as -S key=value arguments for `dvc exp run`")
     o.add_argument("profile", help="profile YAML, e.g. profiles/paper.yaml")
+    o.add_argument("--params", default="params.yaml", help="the params file --task is checked against")
+    o.add_argument("--task", help=task_help)
 
     def overrides(args) -> int:
-        flat = flatten(Params.load(args.profile).data)
+        profile = Params.load(args.profile).data
+        if args.task is not None or _placeholder_keys(profile):
+            params = Params.load(args.params).data if args.task is not None else {}
+            profile = resolve_task_profile(profile, args.profile, args.task, params, args.params)
+        flat = flatten(profile)
         print(
             " ".join(
                 f"-S '{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix(chr(10) + '...')}'"

@@ -86,7 +86,12 @@ def _call_item(args):
 
 
 def map_processes(
-    fn: Callable[[object], object], items: Sequence, workers: int, threads: int = 1
+    fn: Callable[[object], object],
+    items: Sequence,
+    workers: int,
+    threads: int = 1,
+    poll: Callable[[], object] | None = None,
+    poll_s: float = 0.5,
 ) -> Iterator[tuple[object, object]]:
     """Yield (item, fn(item)) for independent runs (one per seed, say) as each one finishes.
 
@@ -96,7 +101,9 @@ def map_processes(
     than one 2-thread process on a quiet machine and 1.73x under load (benchmarks/bench_seeds.py);
     the main point is a thread count that does not vary. `fn` must be picklable (a top-level
     function or a partial of one); the caller should not have run torch with more than `threads`
-    threads before (fork safety)."""
+    threads before (fork safety). `poll()`: called in this process every `poll_s` seconds while
+    it waits for the workers, and after each result (a progress bar fed by a StepCounter: the
+    parent's main thread draws it, no thread is running when the workers are forked)."""
     items = list(items)
     if workers < 1 or threads < 1:
         raise ValueError(f"workers/threads: expected >= 1, got {workers}/{threads}")
@@ -106,7 +113,37 @@ def map_processes(
         return
     ctx = mp.get_context("fork")
     with ctx.Pool(min(workers, len(items)), initializer=_set_threads, initargs=(threads,)) as pool:
-        yield from pool.imap_unordered(_call_item, [(fn, item) for item in items])
+        results = pool.imap_unordered(_call_item, [(fn, item) for item in items])
+        if poll is None:
+            yield from results
+            return
+        for _ in items:
+            while True:
+                try:
+                    result = results.next(timeout=poll_s)
+                    break
+                except mp.TimeoutError:
+                    poll()
+            poll()
+            yield result
+
+
+class StepCounter:
+    """A count the forked workers of map_processes add to and the parent reads: progress over
+    work that runs in other processes (the training steps of every seed, say). Create it before
+    the first worker is forked (they inherit it); `add` takes a lock, microseconds against any
+    training step, and touches no random state."""
+
+    def __init__(self) -> None:
+        self._value = mp.get_context("fork").Value("q", 0)
+
+    def add(self, n: int = 1) -> None:
+        with self._value.get_lock():
+            self._value.value += n
+
+    @property
+    def value(self) -> int:
+        return self._value.value
 
 
 def concat_chunks(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -19,8 +19,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from simgan.augment import photometric_augment
 from simgan.config import ParamsError, one_of, positive
 from simgan.data.format import open_dataset
@@ -32,6 +30,7 @@ from stages.common import (
     PAPER_TASKS,
     SOURCES,
     Params,
+    StepBar,
     compute_layout,
     data_path,
     data_task,
@@ -120,21 +119,25 @@ def main(argv: list[str]) -> None:
     device = cfg.device
     if device != "cpu":
         workers = 1  # CUDA does not survive a fork: on a GPU the seeds take turns in this process
-    _TRAIN = partial(train_estimator, data_task(task), config=cfg, augment=augment)
     print(
         f"estimator {name}: {len(seeds)} seeds x {n_images} {v['source']} images, {workers} worker(s) x {threads} thread(s) on {device}",
         flush=True,
     )
+    # the bar over every seed's steps: the forked workers count each step (a shared counter, no
+    # random draw, so the weights are those trained without it) and this process draws it
+    progress = StepBar(len(seeds) * cfg.steps, f"estimator {name}")
+    _TRAIN = partial(train_estimator, data_task(task), config=cfg, augment=augment, on_step=progress.step)
     history = {}
-    with tqdm(total=len(seeds), desc=f"estimator {name}", unit="seed") as bar:  # ETA over seeds
-        for seed, (model, hist, seconds) in map_processes(_train_seed, seeds, workers, threads):
+    with progress:
+        bar = progress.bar
+        for seed, (model, hist, seconds) in map_processes(_train_seed, seeds, workers, threads, poll=progress.sync):
             save_estimator(
                 out_dir / f"seed{seed}.pt",
                 model,
                 {**v, "seed": seed, "variant": name, "train_n": n_images, "train_file": str(files[seed])},
             )
             history[str(seed)] = hist
-            bar.update(1)
+            bar.set_postfix_str(f"{len(history)}/{len(seeds)} seeds", refresh=False)
             bar.write(f"estimator {name}: seed {seed} done in {seconds:.1f} s, final loss {hist[-1]['loss']:.4g}")
     history = {str(s): history[str(s)] for s in seeds}  # seed order, whatever order they finished in
     write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1) + "\n")

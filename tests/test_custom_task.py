@@ -9,6 +9,7 @@ same code with in_channels=3). Undecodable files are covered by tests/test_impor
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -271,11 +272,47 @@ def tutorial_simgan_commands() -> list[list[str]]:
     return out
 
 
+def tutorial_params_block() -> str:
+    """The YAML of the tutorial's section 2: what a user adds to params.yaml for `mytask`."""
+    import re
+
+    section = TUTORIAL.read_text().split("## 2. Configure", 1)[1]
+    return re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL).group(1)
+
+
+def check_quick_params(path: Path, before: dict) -> None:
+    """params.yaml after the tutorial's `simgan params apply profiles/quick.yaml --task mytask`:
+    every stage of mytask reads it without error, it holds the profile's values for mytask, and
+    gaze's and hand's sections are those of before."""
+    from simgan.config import flatten, seeds_param
+    from simgan.estimators import EstimatorConfig
+    from stages.evaluate import task_variants
+    from stages.gan_setup import train_config
+
+    p = Params.load(path)
+    profile = yaml.safe_load((ROOT / "profiles" / "quick.yaml").read_text())
+    cfg = train_config("mytask", p)
+    quick_train = profile["gan"]["<task>"]["train"]
+    assert {k: getattr(cfg, k) for k in quick_train} == quick_train
+    assert p.section("gan.mytask.refiner") == profile["gan"]["<task>"]["refiner"]
+    refiner, _, _, _ = build_networks("gaze", "cpu", refiner=p.section("gan.mytask.refiner"))
+    assert refiner is not None and cfg.history_size >= cfg.batch_size
+    est = EstimatorConfig.from_params(p, "mytask")
+    assert (est.base_n, est.steps, est.batch_size) == (200, 100, 32) and est.head == "regression"
+    assert set(task_variants(p, "mytask")) == {"mytask-synthetic-1x", "mytask-refined-1x"}
+    assert seeds_param(p) == [0, 1] and p.get("evaluate.mytask.realism_steps", int) == 50
+    changed = {k for k, v in flatten(p.data).items() if flatten(before).get(k, object()) != v}
+    assert changed and all(k in ("profile", "seeds") or ".mytask." in k for k in changed), sorted(changed)
+
+
 def test_tutorial_commands_run_as_written(tmp_path, monkeypatch, capsys):
     """The tutorial's import / show / export commands, in a folder laid out as its section 1 says,
     and its refined set at data/mytask/refined/seed0.h5 written by refine_dataset: the user's file
-    names come out the far end, on the refined PNGs and in their labels.csv."""
+    names come out the far end, on the refined PNGs and in their labels.csv. Its quick profile
+    command, on the project's params.yaml with section 2's YAML added, gives params every stage of
+    mytask reads (issue 23)."""
     from simgan.cli import main
+    from simgan.config import apply_profile
     from simgan.nets import Refiner
     from simgan.refine import refine_dataset
 
@@ -294,13 +331,20 @@ def test_tutorial_commands_run_as_written(tmp_path, monkeypatch, capsys):
         ["export", f"{tmp_path}/tmp/mytask_synthetic.h5"],
     ]
     assert "--size" not in commands[0]  # one size for all: the tutorial's first import needs none
+    assert commands[3] == ["params", "apply", "profiles/quick.yaml", "--task", "mytask"]
     refined = Path("data/mytask/refined/seed0.h5")
-    assert commands[3] == ["export", str(refined), "--images", "out/mytask_refined_seed0"]
+    assert commands[4] == ["export", str(refined), "--images", "out/mytask_refined_seed0"]
     for argv in commands:
+        if argv[:2] == ["params", "apply"]:  # in a checkout whose params.yaml has section 2's task
+            shutil.copytree(ROOT / "profiles", "profiles")
+            shutil.copy(ROOT / "params.yaml", "params.yaml")
+            Path("tutorial.yaml").write_text(tutorial_params_block())
+            before = apply_profile("params.yaml", "tutorial.yaml")  # pasted in, flow style kept
         if str(refined) in argv and not refined.exists():  # what refine@mytask writes (an untrained refiner here)
             refiner = Refiner(channels=4, blocks=1).eval()
             refine_dataset(f"{tmp_path}/tmp/mytask_synthetic.h5", refined, refiner, progress=False)
         assert main(argv) == 0, argv
+    check_quick_params(Path("params.yaml"), before)
     out = capsys.readouterr().out
     assert f"wrote 12 rows to {tmp_path}/tmp/mytask_synthetic.h5" in out and "wrote a grid of 12 of the 12 rows" in out
     with open_dataset(f"{tmp_path}/tmp/mytask_synthetic.h5") as ds:

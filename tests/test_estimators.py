@@ -256,7 +256,7 @@ def test_heatmap_decoding_at_border_keeps_integer_peak():
     assert torch.allclose(heatmap_to_uv(hm), torch.tensor([[[0.0, 15.0]]]))
 
 
-def _train_tiny_hand(seed):
+def _train_tiny_hand(seed, on_step=None):
     x, j = hand_data(64, seed=0, joints=1)
     return train_estimator(
         "hand",
@@ -270,6 +270,7 @@ def _train_tiny_hand(seed):
         augment=photometric_augment("hand"),
         bf16=True,
         channels_last=True,
+        on_step=on_step,
     )[0].state_dict()
 
 
@@ -289,6 +290,43 @@ def test_seeds_in_worker_processes_train_the_same_weights_as_in_process():
     for seed in inline:
         assert all(torch.equal(inline[seed][k], forked[seed][k]) for k in inline[seed]), seed
     assert not torch.equal(inline[0]["to_heat.1.weight"], inline[1]["to_heat.1.weight"])
+
+
+_STEPS = None  # the StepCounter the forked workers of the next test count into (they inherit it)
+
+
+def _train_tiny_hand_counting(seed):
+    return _train_tiny_hand(seed, on_step=_STEPS.add)  # via the global: a shared Value does not pickle
+
+
+def test_step_progress_from_forked_workers_reaches_the_total_and_trains_the_same_weights():
+    """Issue 23: the estimator bar counts every seed's steps as the workers train them (a shared
+    StepCounter, drawn by the parent's poll). Counting draws no random number and reorders no
+    batch: each seed's weights are those trained without it, and the count reaches steps x seeds."""
+    global _STEPS
+    from simgan.parallel import StepCounter, map_processes
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    polled = []
+    try:
+        plain = dict(map_processes(_train_tiny_hand, [0, 1, 2], workers=1))
+        _STEPS = StepCounter()
+        forked = dict(
+            map_processes(
+                _train_tiny_hand_counting, [0, 1, 2], workers=2, threads=1, poll=lambda: polled.append(_STEPS.value)
+            )
+        )
+        assert _STEPS.value == 3 * 4 and polled and polled[-1] == 12 and polled == sorted(polled), polled
+        _STEPS = StepCounter()
+        inline = dict(map_processes(_train_tiny_hand_counting, [0, 1, 2], workers=1))
+        assert _STEPS.value == 12
+    finally:
+        torch.set_num_threads(torch_threads)
+        _STEPS = None
+    for seed in plain:
+        for other in (forked, inline):
+            assert all(torch.equal(plain[seed][k], other[seed][k]) for k in plain[seed]), seed
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,7 +403,7 @@ def test_config_and_keyword_settings_train_the_same_weights():
     assert [h["step"] for h in ha] == [h["step"] for h in hb] == [3]
 
 
-def test_estimator_stage_trains_from_the_config_and_names_a_bad_key(tmp_path, monkeypatch):
+def test_estimator_stage_trains_from_the_config_and_names_a_bad_key(tmp_path, monkeypatch, capsys):
     """The stage reads estimator.<task> once (EstimatorConfig.from_params) and trains each seed with
     exactly what train_estimator trains from that config; an unknown key stops it, nothing written."""
     import json
@@ -409,7 +447,19 @@ def test_estimator_stage_trains_from_the_config_and_names_a_bad_key(tmp_path, mo
     assert not (tmp_path / "models").exists()
     params["estimator"]["gaze"] = section
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    capsys.readouterr()
     stage.main(["v"])
+    printed = capsys.readouterr()
+    # stdout: the same lines as before the step bar (issue 23); the bar, on stderr, counts the
+    # steps of both seeds (2 x 3) and ends at its total
+    lines = printed.out.splitlines()
+    assert lines[0] == "estimator v: 2 seeds x 32 synthetic images, 1 worker(s) x 1 thread(s) on cpu", lines
+    assert [re.sub(r"in [0-9.]+ s, final loss .*", "", line) for line in lines[1:]] == [
+        "estimator v: seed 0 done ",
+        "estimator v: seed 1 done ",
+    ], lines
+    bar = printed.err.replace("\r", "\n").splitlines()
+    assert any(re.match(r"estimator v: +100%.* 6/6 .*2/2 seeds", b) for b in bar), bar
     out = tmp_path / "models" / "gaze" / "estimators" / "v"
     cfg = EstimatorConfig(steps=3, batch_size=8, lr=0.001, net=TINY_GAZE, channels_last=True)
     for seed in (0, 1):

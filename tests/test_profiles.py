@@ -119,3 +119,82 @@ def test_ruamel_yaml_is_a_declared_dependency_the_installed_version_meets():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     req = next(Requirement(d) for d in deps if Requirement(d).name == "ruamel.yaml")
     assert req.specifier.contains(version("ruamel.yaml"))
+
+
+def _with_user_task(tmp_path: Path, sections: str) -> Path:
+    """A copy of the project's params.yaml with task `blobs` and the given sections of it added
+    (as a user pastes them, through the same edit-in-place merge)."""
+    target = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", target)
+    (tmp_path / "task.yaml").write_text(sections)
+    assert main(["params", "apply", str(tmp_path / "task.yaml"), "--params", str(target)]) == 0
+    return target
+
+
+BLOBS = """tasks:
+  blobs: {curve: error_cdf}
+gan:
+  blobs:
+    train: {steps: 400, batch_size: 32}   # mine
+estimator:
+  blobs: {head: regression, base_n: 1000, steps: 400, batch_size: 32, lr: 0.001}
+"""
+
+
+def test_quick_profile_fills_in_the_task_named_and_leaves_out_a_section_it_lacks(tmp_path, capsys):
+    """Issue 23: profiles/quick.yaml's `<task>` keys address the task --task names; its evaluate
+    section is left out, with a line, where params.yaml has no evaluate.blobs (a user who only
+    refines); every other line of the file stays as it was, comments included."""
+    target = _with_user_task(tmp_path, BLOBS)
+    before = target.read_text()
+    capsys.readouterr()
+    assert main(["params", "apply", str(ROOT / "profiles/quick.yaml"), "--task", "blobs", "--params", str(target)]) == 0
+    err = capsys.readouterr().err
+    assert f"quick.yaml: key 'evaluate.<task>' left out: {target} has no section 'evaluate.blobs'" in err, err
+    after = target.read_text()
+    assert comments(after) == comments(before) and "# mine" in after
+    p = Params(yaml.safe_load(after))
+    assert p.get("gan.blobs.train.steps") == 60 and p.get("gan.blobs.refiner") == {"channels": 16, "blocks": 2}
+    assert p.get("estimator.blobs.base_n") == 200 and p.get("estimator.blobs.lr") == 0.001
+    assert (
+        "<task>:" not in after and not any("<task>" in k for k in flatten(p.data)) and "blobs" not in p.data["evaluate"]
+    )
+    changed = {k for k, v in flatten(p.data).items() if flatten(yaml.safe_load(before)).get(k, object()) != v}
+    assert all(k in ("profile", "seeds") or ".blobs." in k for k in changed), sorted(changed)
+    cfg = train_config("blobs", p)
+    assert (cfg.pretrain_refiner_steps, cfg.steps, cfg.batch_size, cfg.history_size) == (20, 60, 16, 640)
+    # the same values as `dvc exp run -S` arguments
+    assert (
+        main(["params", "overrides", str(ROOT / "profiles/quick.yaml"), "--task", "blobs", "--params", str(target)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "-S 'gan.blobs.train.steps=60'" in printed and "<task>" not in printed and "evaluate." not in printed
+
+
+@pytest.mark.parametrize(
+    "profile, task, message",
+    [
+        (
+            "profiles/quick.yaml",
+            None,
+            r"quick.yaml: key 'gan.<task>': the profile is for a task you name; expected --task",
+        ),
+        ("profiles/quick.yaml", "blobz", r"params.yaml: key 'tasks.blobz': missing \(--task of .*quick.yaml\)"),
+        ("profiles/quick.yaml", "my-task", r"--task 'my-task' \(for .*quick.yaml\): expected a task name"),
+        ("profiles/tiny.yaml", "blobs", r"tiny.yaml: no '<task>' key for --task blobs to fill in"),
+        ("clash.yaml", "blobs", r"clash.yaml: key 'gan.<task>': sets the same section as 'gan.blobs'"),
+    ],
+)
+def test_a_task_profile_names_the_file_and_key_of_a_mistake_and_writes_nothing(
+    tmp_path, capsys, profile, task, message
+):
+    target = _with_user_task(tmp_path, BLOBS)
+    before = target.read_text()
+    (tmp_path / "clash.yaml").write_text("gan:\n  blobs: {train: {steps: 1}}\n  <task>: {train: {steps: 2}}\n")
+    path = tmp_path / profile if profile == "clash.yaml" else ROOT / profile
+    capsys.readouterr()
+    argv = ["params", "apply", str(path), "--params", str(target)] + (["--task", task] if task else [])
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert target.read_text() == before

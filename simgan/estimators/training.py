@@ -220,6 +220,7 @@ def train_estimator(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     columns: Sequence[str] | None = None,
     progress: bool = False,
+    on_step: Callable[[], object] | None = None,
     **settings,
 ) -> tuple[EstimatorNet, list[dict]]:
     """Train a fresh estimator with Adam; returns (model in eval mode on the config's device, history).
@@ -231,7 +232,9 @@ def train_estimator(
     in the model's `targets`). `augment` (e.g. simgan.augment.photometric_augment) runs on each
     batch of model-input tensors. Same seed -> identical weights on CPU. history holds
     {"step", "loss"} (LossLog; no wall-clock values: history.json is a tracked output); under DDP the losses are whole-batch means on every
-    rank and the returned network (unwrapped) is the same on every rank."""
+    rank and the returned network (unwrapped) is the same on every rank. `on_step()` is called
+    after every training step on rank 0 (progress reporting, e.g. simgan.parallel.StepCounter.add:
+    it sees no tensor and must draw no random number, so the weights are the same without it)."""
     check_task(task)
     if "net_kwargs" in settings:
         settings["net"] = settings.pop("net_kwargs") or {}
@@ -280,4 +283,6 @@ def train_estimator(
         if world > 1:
             dist.all_reduce(whole)
         log.add(step, float(whole))
+        if on_step is not None and rank == 0:
+            on_step()
     return model.eval(), log.rows
