@@ -146,5 +146,37 @@ class StepCounter:
         return self._value.value
 
 
+class StepBar:
+    """A tqdm bar (stderr) over units of work -- every seed's training steps -- done in this
+    process or in map_processes' forked workers, so the ETA is there from the first steps rather
+    than after the first whole seed. `step` is the per-unit callback: in a worker it only adds to
+    the shared StepCounter; in this process it also moves the bar. Pass `sync` to map_processes as
+    its `poll`: the parent draws the workers' count while it waits. Closing syncs a last time."""
+
+    def __init__(self, total: int, desc: str, unit: str = "step"):
+        from tqdm.auto import tqdm
+
+        self.counter = StepCounter()
+        self._pid = os.getpid()
+        self.bar = tqdm(total=total, desc=desc, unit=unit)
+
+    def step(self) -> None:
+        self.counter.add()
+        if os.getpid() == self._pid:
+            self.sync()
+
+    def sync(self) -> None:
+        done = self.counter.value
+        if done != self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> StepBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sync()
+        self.bar.close()
+
+
 def concat_chunks(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

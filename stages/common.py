@@ -19,7 +19,7 @@ from simgan.config import Params, ParamsError, device_param, positive, seeds_par
 from simgan.data.format import Dataset
 from simgan.io import SimganError, write_json_atomic
 from simgan.layout import data_path  # noqa: F401  (re-exported for stages)
-from simgan.parallel import StepCounter, map_processes
+from simgan.parallel import map_processes
 
 # The paper's tasks, whose report (stages/report.py) and metrics are fixed; params.yaml's `tasks`
 # may add tasks of the user's own images, which are "generic" data and regression estimators.
@@ -139,38 +139,6 @@ def run_replicates(what: str, fn: Callable[[int], object], seeds: Sequence[int],
             bar.update(1)
             bar.write(f"{what}: seed {seed} done in {seconds:.1f} s")
     return {s: results[s] for s in seeds}
-
-
-class StepBar:
-    """A tqdm bar (stderr) over units of work -- every seed's training steps -- done in this
-    process or in map_processes' forked workers, so the ETA is there from the first steps rather
-    than after the first whole seed. `step` is the per-unit callback: in a worker it only adds to
-    the shared StepCounter; in this process it also moves the bar. Pass `sync` to map_processes as
-    its `poll`: the parent draws the workers' count while it waits. Closing syncs a last time."""
-
-    def __init__(self, total: int, desc: str, unit: str = "step"):
-        from tqdm.auto import tqdm
-
-        self.counter = StepCounter()
-        self._pid = os.getpid()
-        self.bar = tqdm(total=total, desc=desc, unit=unit)
-
-    def step(self) -> None:
-        self.counter.add()
-        if os.getpid() == self._pid:
-            self.sync()
-
-    def sync(self) -> None:
-        done = self.counter.value
-        if done != self.bar.n:
-            self.bar.update(done - self.bar.n)
-
-    def __enter__(self) -> "StepBar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.sync()
-        self.bar.close()
 
 
 class _timed:

@@ -25,12 +25,11 @@ from simgan.data.format import open_dataset
 from simgan.estimators import EstimatorConfig, save_estimator, train_estimator
 from simgan.io import write_text_atomic
 from simgan.layout import refined_dir, refined_path
-from simgan.parallel import map_processes
+from simgan.parallel import StepBar, map_processes
 from stages.common import (
     PAPER_TASKS,
     SOURCES,
     Params,
-    StepBar,
     compute_layout,
     data_path,
     data_task,
