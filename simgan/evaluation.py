@@ -321,6 +321,20 @@ def kid_scores(
     return {**result, "scale": 1000, "subset_size": subset_size, "subsets": subsets}
 
 
+def _estimator(model: str | os.PathLike | nn.Module, device: str) -> nn.Module:
+    return model if isinstance(model, nn.Module) else load_estimator(model, device=device)[0]
+
+
+_PREDICT: dict = {}  # set by evaluate_task before forking the prediction workers (as _REALISM)
+
+
+def _predict_job(job: tuple[str, int]) -> np.ndarray:
+    """job (variant, seed): that estimator's predictions on the test images."""
+    r = _PREDICT
+    name, seed = job
+    return predict(_estimator(r["estimators"][name][seed], r["device"]), r["kind"], r["images"], device=r["device"])
+
+
 _REALISM: dict = {}  # set by evaluate_task before forking the realism workers (fork: no pickling of images)
 
 
@@ -418,19 +432,16 @@ def evaluate_task(
         rows[name] = aggregate(per_seed)
         curves[name] = np.mean(curve_acc, axis=0)
 
-    # trained variants; the real reference row's models score the refined images too (oracle, KID)
-    reference = real_reference_row(variants)
-    reference_models: dict[int, nn.Module] = {}
+    # trained variants, every (variant, seed) side by side in the workers (CUDA does not survive a
+    # fork: one process there); the real reference row's models score the refined images too
+    global _PREDICT
+    _PREDICT = {"estimators": estimators, "kind": kind, "images": test_images, "device": device}
+    jobs = [(name, seed) for name in rows_of for seed in seeds]
+    preds = dict(map_processes(_predict_job, jobs, workers if device == "cpu" else 1, threads))
     for name, row in rows_of.items():
-        preds = {}
-        for seed in seeds:
-            model = estimators[name][seed]
-            if not isinstance(model, nn.Module):
-                model, _ = load_estimator(model, device=device)
-            preds[seed] = predict(model, kind, test_images, device=device)
-            if name == reference:
-                reference_models[seed] = model
-        record(row, preds)
+        record(row, {seed: preds[(name, seed)] for seed in seeds})
+    reference = real_reference_row(variants)
+    reference_models = {seed: _estimator(estimators[reference][seed], device) for seed in seeds} if reference else {}
 
     # baselines
     with open_dataset(files["synthetic"]) as ds:

@@ -444,3 +444,12 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
         M.kid(a, b[:10], subset_size=200)
     with pytest.raises(ValueError, match="one d"):
         M.kid(a, b[:, :8])
+
+
+def test_scores_do_not_depend_on_the_worker_count(gaze_task):
+    """Predictions and realism classifiers run side by side in forked workers; each is the same
+    single-thread computation as in this process, so the metrics and predictions are identical."""
+    files, models, _ = gaze_task
+    one, two = _evaluate(files, models, workers=1), _evaluate(files, models, workers=2)
+    assert one.metrics == two.metrics
+    assert one.predictions.equals(two.predictions)
