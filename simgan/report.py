@@ -405,6 +405,15 @@ def _oracle_row(task: str, o: Mapping) -> list[str]:
     ]
 
 
+def _kid_cell(d) -> str:
+    """KID's mean ± std (over replicates) to 3 significant digits: its scale follows the feature
+    extractor's (gaze's FC features give values around 0.3, hand's pooled maps around 30)."""
+    if not isinstance(d, Mapping) or not _is_num(d.get("mean")):
+        return DASH
+    std = d.get("std")
+    return f"{d['mean']:.3g}" + (f" ± {std:.2g}" if _is_num(std) else "")
+
+
 def realism_scores_md(metrics_by_task: Mapping[str, Mapping]) -> str:
     """The field's realism scores beside the classifier: the oracle score (estimators trained on
     real images only, scored on each image set against the labels it carries: refined must land
@@ -430,11 +439,8 @@ def realism_scores_md(metrics_by_task: Mapping[str, Mapping]) -> str:
                     f"(the realism bar: at least {100 * ORACLE_HALFWAY:.0f}%; short by {100 * (ORACLE_HALFWAY - frac):.0f} points)."
                 )
         if isinstance(k, Mapping):
-            kid_body.append(
-                [task]
-                + [format_mean_std(k.get(key), 2) for key in ("synthetic", "refined", "real_floor")]
-                + [f"{k.get('subsets')} x {k.get('subset_size')}"]
-            )
+            kid_body.append([task] + [_kid_cell(k.get(key)) for key in ("synthetic", "refined", "real_floor")])
+            kid_body[-1].append(f"{k.get('subsets')} x {k.get('subset_size')}")
     if not oracle_body and not kid_body:
         return ""
     out = []
