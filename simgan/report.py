@@ -490,7 +490,9 @@ def label_preservation_md(metrics_by_task: Mapping[str, Mapping]) -> str:
         lp = (metrics or {}).get("label_preservation") or {}
         for key in sorted(k for k in lp if k != "replicates"):
             try:
-                ours = format_mean_std(lp[key])
+                mean = lp[key]["mean"] if isinstance(lp[key], Mapping) else lp[key]
+                # a shift below 1 (hand depth, in [-1, 1] units) to 2 decimals: one printed 0.07 as 0.1
+                ours = format_mean_std(lp[key], 1 if not _is_num(mean) or abs(mean) >= 1 else 2)
             except SimganError as e:
                 raise SimganError(f"{task} metrics: label_preservation.{key}: {e}") from None
             paper = PAPER["label_preservation"].get(key)

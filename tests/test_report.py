@@ -244,7 +244,7 @@ def test_realism_and_label_preservation_tables():
     assert "| hand | synthetic vs real | 90.0 | 40.0 |  |" in realism
     lp = report.label_preservation_md(both)
     assert "| gaze | pupil centre shift (px) | 1.0 ± 0.7 | 1.1 ± 0.8 |" in lp
-    assert "| hand | joint depth shift | 0.5 ± 0.2 |  |" in lp
+    assert "| hand | joint depth shift | 0.50 ± 0.20 |  |" in lp  # below 1: two decimals (0.07 read 0.1)
     assert report.realism_table_md({"gaze": {"rows": {}}}) == "_No realism metrics._"
 
 
