@@ -106,7 +106,7 @@ def run_job(job: dict) -> dict:
 
         trainer = SimGANTrainer(refiner, disc, as_tensor(syn[ik]), as_tensor(real[ik]), cfg, progress=False)
         rows = [trainer.train_step() for _ in range(cfg.total_steps)]
-        refiner.eval()
+        refiner = trainer.output_refiner.eval()
         with torch.no_grad():
             x = images_to_tensor(syn[ik][:n], task)
             refined = tensor_to_images(
@@ -130,6 +130,18 @@ def run_job(job: dict) -> dict:
         )
         if task == "gaze":
             result["pupil_shift_px"] = float(M.pupil_shift_px(syn[ik][:1000], refined[:1000])[0])
+        # the realism classifier as the evaluate stage runs it (its first realism_n images, seed =
+        # the replicate's), so a job's number compares with metrics/<task>.json's realism
+        ev = params["evaluate"][task]
+        result["realism_acc_pct"] = float(
+            M.realism_accuracy(
+                real[ik][: ev["realism_n"]],
+                refined[: ev["realism_n"]],
+                task,
+                seed=job["gan_seed"],
+                steps=ev["realism_steps"],
+            )
+        )
         result["scores"] = estimator_scores(refined, syn[label][:n])
     result["mean"] = float(np.mean(result["scores"]))
     result["seconds"] = round(time.time() - t0, 1)

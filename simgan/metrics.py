@@ -24,6 +24,7 @@ from torch import nn
 from simgan.data.format import unit_to_pixels
 from simgan.device import autocast, resolve_device
 from simgan.estimators import check_task, images_to_input
+from simgan.nets import highpass_residual
 from simgan.optim import adam
 
 
@@ -240,8 +241,7 @@ class _RealismNet(nn.Module):
         )
 
     def forward(self, x):
-        local_mean = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        return self.body(torch.cat([x, self.RESIDUAL_GAIN * (x - local_mean)], dim=1)).squeeze(1)
+        return self.body(torch.cat([x, highpass_residual(x, self.RESIDUAL_GAIN)], dim=1)).squeeze(1)
 
 
 def realism_accuracy(

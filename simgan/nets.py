@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -24,19 +25,44 @@ def _same_padding(kernel: int) -> int:
     return kernel // 2
 
 
-class ResnetBlock(nn.Module):
-    """Two k x k convolutions with an identity shortcut (He et al. 2016), size-preserving."""
+def highpass_residual(x: torch.Tensor, gain: float = 10.0) -> torch.Tensor:
+    """`gain` x (the image minus its 3x3 mean, replicate padding): the pixel-level texture (noise,
+    quantization, grain) without the smooth shapes, which is where simulated and real images here
+    differ most. The realism classifier (simgan.metrics) and the high-pass discriminator see it."""
+    local_mean = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return gain * (x - local_mean)
 
-    def __init__(self, channels: int, kernel: int = 3, padding_mode: str = "zeros"):
+
+class NoiseInjection(nn.Module):
+    """StyleGAN's noise input (Karras et al. 2019, sec. 2): one N(0, 1) plane per image added to
+    every channel with a learned per-channel scale, zero at the start, so the block begins as the
+    deterministic one and learns how much randomness each feature takes."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * noise
+
+
+class ResnetBlock(nn.Module):
+    """Two k x k convolutions with an identity shortcut (He et al. 2016), size-preserving;
+    `noise=True` injects a noise plane after the first convolution (NoiseInjection)."""
+
+    def __init__(self, channels: int, kernel: int = 3, padding_mode: str = "zeros", noise: bool = False):
         super().__init__()
         pad = _same_padding(kernel)
         self.conv1 = nn.Conv2d(channels, channels, kernel, padding=pad, padding_mode=padding_mode)
         self.conv2 = nn.Conv2d(channels, channels, kernel, padding=pad, padding_mode=padding_mode)
         self.act = nn.ReLU(inplace=True)
+        self.noise = NoiseInjection(channels) if noise else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.conv1(x))
-        y = self.conv2(y)
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv1(x)
+        if self.noise is not None:
+            y = self.noise(y, noise)
+        y = self.conv2(self.act(y))
         return self.act(x + y)
 
 
@@ -56,7 +82,11 @@ class Refiner(nn.Module):
     in the real domain: a depth sensor's noise, flying pixels and dropouts differ from frame to
     frame over the same surface, and a deterministic refiner can only paint one fixed texture per
     shape. Callers pass the noise (`draw_noise`, from a seeded generator) to stay reproducible;
-    without it the forward draws from torch's global RNG."""
+    without it the forward draws from torch's global RNG.
+
+    `block_noise=True` (not in the paper) injects the noise inside every ResNet block instead, one
+    plane per block with a learned per-channel scale (NoiseInjection, StyleGAN-style). The refiner
+    takes `noise_planes` = noise_channels + (blocks if block_noise) planes per image."""
 
     RESIDUAL_CLAMP = 0.995  # atanh(+-1) is infinite; +-0.995 keeps the skip path finite (2.99)
 
@@ -69,6 +99,7 @@ class Refiner(nn.Module):
         residual: bool = False,
         padding_mode: str = "zeros",
         noise_channels: int = 0,
+        block_noise: bool = False,
     ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("channels", channels), ("blocks", blocks)):
@@ -80,6 +111,8 @@ class Refiner(nn.Module):
             )
         self.in_channels = in_channels
         self.noise_channels = noise_channels
+        self.block_noise = bool(block_noise)
+        self.noise_planes = noise_channels + (blocks if block_noise else 0)
         # padding_mode "replicate" (not in the paper) keeps the refiner from painting a frame along
         # the border, which zero padding invited on the embedded eyes
         self.stem = nn.Sequential(
@@ -88,32 +121,41 @@ class Refiner(nn.Module):
             ),
             nn.ReLU(inplace=True),
         )
-        self.blocks = nn.Sequential(*[ResnetBlock(channels, kernel, padding_mode) for _ in range(blocks)])
+        self.blocks = nn.Sequential(
+            *[ResnetBlock(channels, kernel, padding_mode, noise=self.block_noise) for _ in range(blocks)]
+        )
         self.head = nn.Conv2d(channels, in_channels, 1)
         self.residual = residual
 
     def draw_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """The noise input for a batch like `x` (None for a deterministic refiner), drawn on the CPU
         from `generator` so a seed gives the same noise on every device."""
-        if not self.noise_channels:
+        if not self.noise_planes:
             return None
-        z = torch.randn((x.shape[0], self.noise_channels, *x.shape[2:]), generator=generator)
+        z = torch.randn((x.shape[0], self.noise_planes, *x.shape[2:]), generator=generator)
         return z.to(x.device)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         inp = x
-        if self.noise_channels:
+        if self.noise_planes:
             if noise is None:
                 noise = self.draw_noise(x)
-            expected = (x.shape[0], self.noise_channels, *x.shape[2:])
+            expected = (x.shape[0], self.noise_planes, *x.shape[2:])
             if tuple(noise.shape) != expected:
                 raise ValueError(
-                    f"Refiner noise: expected shape {expected} (N x noise_channels x H x W), got {tuple(noise.shape)}"
+                    f"Refiner noise: expected shape {expected} (N x noise_planes x H x W: noise_channels, "
+                    f"then one plane per block with block_noise), got {tuple(noise.shape)}"
                 )
-            inp = torch.cat([x, noise.to(device=x.device, dtype=x.dtype)], dim=1)
+            noise = noise.to(device=x.device, dtype=x.dtype)
+            if self.noise_channels:
+                inp = torch.cat([x, noise[:, : self.noise_channels]], dim=1)
         elif noise is not None:
-            raise ValueError("Refiner noise: this refiner has noise_channels=0 and takes no noise input")
-        h = self.head(self.blocks(self.stem(inp)))
+            raise ValueError("Refiner noise: this refiner has no noise input (noise_channels=0, block_noise off)")
+        h = self.stem(inp)
+        for i, block in enumerate(self.blocks):
+            plane = self.noise_channels + i
+            h = block(h, noise[:, plane : plane + 1] if block.noise is not None else None)
+        h = self.head(h)
         if self.residual:
             # the clamped-off part is added back, so f = 0 is the identity at +-1 too: a depth
             # map's background is exactly 1.0, and refining it to 0.995 let D tell refined hands
@@ -155,7 +197,11 @@ class Discriminator(nn.Module):
     """Fully convolutional; returns N x 1 x h x w per-patch logits ("this patch is refined").
 
     With `global_output=True` the last feature map is averaged to one location before the final
-    1x1 conv: one logit per image, the paper's "global adversarial loss" ablation."""
+    1x1 conv: one logit per image, the paper's "global adversarial loss" ablation.
+
+    Not in the paper: `highpass=True` shows D each image beside its highpass_residual, as the
+    realism classifier sees it, so it judges the texture the simulator lacks; `spectral_norm=True`
+    constrains every convolution's spectral norm to 1 (Miyato et al. 2018), a Lipschitz D."""
 
     def __init__(
         self,
@@ -163,19 +209,23 @@ class Discriminator(nn.Module):
         layers: Sequence[tuple] = GAZE_DISCRIMINATOR_LAYERS,
         width: float = 1.0,
         global_output: bool = False,
+        highpass: bool = False,
+        spectral_norm: bool = False,
     ):
         super().__init__()
         if width <= 0:
             raise ValueError(f"Discriminator width: expected > 0, got {width}")
+        norm = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda conv: conv)
         modules: list[nn.Module] = []
-        channels = in_channels
+        self.highpass = bool(highpass)
+        channels = 2 * in_channels if highpass else in_channels
         for spec in layers:
             kind = spec[0]
             if kind == "conv":
                 _, out, kernel, stride = spec
                 out = max(1, round(out * width))
                 modules += [
-                    nn.Conv2d(channels, out, kernel, stride=stride, padding=_same_padding(kernel)),
+                    norm(nn.Conv2d(channels, out, kernel, stride=stride, padding=_same_padding(kernel))),
                     nn.ReLU(inplace=True),
                 ]
                 channels = out
@@ -186,9 +236,11 @@ class Discriminator(nn.Module):
                 raise ValueError(f"Discriminator layers: unknown layer kind {kind!r}, expected 'conv' or 'pool'")
         self.features = nn.Sequential(*modules)
         self.global_output = global_output
-        self.head = nn.Conv2d(channels, 1, 1)
+        self.head = norm(nn.Conv2d(channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.highpass:
+            x = torch.cat([x, highpass_residual(x)], dim=1)
         h = self.features(x)
         if self.global_output:
             h = h.mean(dim=(2, 3), keepdim=True)

@@ -29,11 +29,11 @@ from simgan.layout import data_path, refined_path, refiner_path
 
 
 def row_noise(refiner: torch.nn.Module, first_row: int, x: torch.Tensor, seed: int) -> torch.Tensor | None:
-    """The noise input of a refiner that takes one (`Refiner.noise_channels`) for the images of
+    """The noise input of a refiner that takes one (`Refiner.noise_planes`) for the images of
     rows first_row, first_row + 1, ... of a data set: each row's noise comes from its own
     generator seeded by (seed, row), so a row gets the same noise whatever the batch size, the
     shard it falls in or the device. None for a deterministic refiner."""
-    k = getattr(refiner, "noise_channels", 0)
+    k = getattr(refiner, "noise_planes", 0)
     if not k:
         return None
     g = torch.Generator()

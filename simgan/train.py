@@ -11,6 +11,7 @@ initialisation from `seed` as well (see `build_networks`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Callable
@@ -64,6 +65,13 @@ class TrainConfig:
     lam: float = 1.0  # self-regularization weight, per-pixel-mean L1 vs per-patch-mean CE
     psi: str = "identity"
     history_size: int = 6400  # B; 0 disables the buffer (the paper's ablation)
+    # Not in the paper (issue 20's levers, docs/experiments.md). ema: the decay of an exponential
+    # moving average (Polyak) of the refiner's weights over the adversarial updates, started from
+    # the pretrained refiner; the average is the refiner the stage writes (0: off, the last
+    # weights). r1: gamma of the R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images (Mescheder
+    # et al. 2018), D's logits summed over patches (0: off).
+    ema: float = 0.0
+    r1: float = 0.0
     # Train on random crop x crop windows instead of whole images (0: whole images, the paper).
     # Both networks are convolutional and D judges local patches, so the refiner learns the same
     # local mapping and still refines whole images; a 32 px crop of a 64 px depth map costs a
@@ -98,6 +106,8 @@ class TrainConfig:
                 "a finite number >= 0 (0: the refiner's lr)",
             ),
             ("lam", math.isfinite(self.lam) and self.lam >= 0, "a finite number >= 0"),
+            ("ema", 0 <= self.ema < 1, "a decay in [0, 1) (0: off)"),
+            ("r1", math.isfinite(self.r1) and self.r1 >= 0, "a finite number >= 0 (0: off)"),
             (
                 "history_size",
                 self.history_size == 0 or self.history_size >= self.batch_size,
@@ -215,6 +225,12 @@ class SimGANTrainer:
             if self.cfg.history_size
             else None
         )
+        # the weight average (cfg.ema): a frozen copy, reset to the refiner when the adversarial
+        # phase starts and moved towards it after every refiner update
+        self.refiner_ema = None
+        if self.cfg.ema:
+            self.refiner_ema = copy.deepcopy(self.refiner).eval()
+            _set_requires_grad(self.refiner_ema, False)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.step = 0
         # fixed examples for the sample grids, drawn from their own generator so that turning the
@@ -278,6 +294,10 @@ class SimGANTrainer:
             self.opt_r.zero_grad(set_to_none=True)
             total.backward()
             self.opt_r.step()
+            if self.refiner_ema is not None:
+                with torch.no_grad():
+                    for avg, p in zip(self.refiner_ema.parameters(), self.refiner.parameters()):
+                        avg.lerp_(p, 1.0 - self.cfg.ema)
         finally:
             _set_requires_grad(self.discriminator, True)
         change = float((refined.detach().float() - x.float()).abs().mean())
@@ -299,19 +319,29 @@ class SimGANTrainer:
         if use_history:
             fake = torch.cat([current, self.buffer.sample(half, self.generator).to(current.dtype)])
         fake = fake.contiguous(memory_format=memory_format(self.cfg.channels_last))
+        if self.cfg.r1:
+            real.requires_grad_(True)
         with autocast(self.device, self.cfg.bf16):
             logits_fake = self.discriminator(fake)
             logits_real = self.discriminator(real)
             loss = discriminator_loss(logits_fake, logits_real)
+        loss_disc = self._check("loss_disc", loss)
+        extra = {}
+        if self.cfg.r1:
+            (grad,) = torch.autograd.grad(logits_real.float().sum(), real, create_graph=True)
+            penalty = grad.float().pow(2).flatten(1).sum(1).mean()
+            extra["r1_penalty"] = self._check("r1_penalty", penalty)
+            loss = loss + 0.5 * self.cfg.r1 * penalty
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
         if self.buffer is not None:
             self.buffer.add(current[: b - half], self.generator)
         return {
-            "loss_disc": self._check("loss_disc", loss),
+            "loss_disc": loss_disc,
             "disc_acc_real": patch_accuracy(logits_real.detach(), REAL_LABEL),
             "disc_acc_refined": patch_accuracy(logits_fake.detach(), REFINED_LABEL),
+            **extra,
         }
 
     def train_step(self) -> dict:
@@ -323,6 +353,8 @@ class SimGANTrainer:
         elif phase == "pretrain_discriminator":
             row = self._discriminator_step()
         else:
+            if self.refiner_ema is not None and self.step == self.cfg.total_steps - self.cfg.steps:
+                self.refiner_ema.load_state_dict(self.refiner.state_dict())  # the average starts here
             row = {}
             for _ in range(self.cfg.k_g):
                 row.update(self._refiner_step())
@@ -344,6 +376,8 @@ class SimGANTrainer:
             "buffer": self.buffer.state_dict() if self.buffer is not None else None,
             "generator": self.generator.get_state(),
             "log": self.log,
+            # only with cfg.ema, so a checkpoint without the average is the same file as before it
+            **({"refiner_ema": self.refiner_ema.state_dict()} if self.refiner_ema is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -368,6 +402,8 @@ class SimGANTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
+        if self.refiner_ema is not None:
+            self.refiner_ema.load_state_dict(state["refiner_ema"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
         self.log = list(state["log"])
@@ -382,8 +418,13 @@ class SimGANTrainer:
                 )
         save_torch(self.state_dict(), self.checkpoint_path)
 
+    @property
+    def output_refiner(self) -> Refiner:
+        """The refiner that refines data sets: the weight average with cfg.ema, else the refiner."""
+        return self.refiner_ema if self.refiner_ema is not None else self.refiner
+
     def save_refiner(self, path: str | Path, **meta) -> None:
-        """The refiner as a model file (simgan.checkpoint.save_model) with what load_refiner
+        """The output refiner as a model file (simgan.checkpoint.save_model) with what load_refiner
         rebuilds it from and the step it was trained to; `meta` (e.g. task) is recorded too."""
         if self.refiner_kwargs is None:
             raise ValueError(
@@ -391,7 +432,7 @@ class SimGANTrainer:
             )
         save_model(
             path,
-            self.refiner,
+            self.output_refiner,
             **meta,
             in_channels=self.refiner.in_channels,
             refiner_kwargs=self.refiner_kwargs,
@@ -418,13 +459,11 @@ class SimGANTrainer:
     def sample_grids(self) -> dict:
         syn_idx, real_idx = self._grid_idx
         x = to_model_input(self.synthetic[syn_idx], self.device, self.cfg.channels_last)
-        self.refiner.eval()
+        refiner = self.output_refiner.eval()
         with torch.no_grad(), autocast(self.device, self.cfg.bf16):
             # the grids' own fixed noise: drawing it from the training generator would make the
             # training draws depend on sample_every
-            refined = self.refiner(
-                x, self.refiner.draw_noise(x, torch.Generator().manual_seed(self.cfg.seed + 2))
-            ).float()
+            refined = refiner(x, refiner.draw_noise(x, torch.Generator().manual_seed(self.cfg.seed + 2))).float()
         real = to_model_input(self.real[real_idx], self.device, False)
         return {"synthetic": x.float().cpu(), "refined": refined.cpu(), "real": real.float().cpu()}
 

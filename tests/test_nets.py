@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from simgan.nets import Discriminator, Refiner, discriminator_preset, refiner_preset
+from simgan.nets import Discriminator, Refiner, discriminator_preset, highpass_residual, refiner_preset
 
 
 def test_refiner_keeps_gaze_shape_and_range():
@@ -103,3 +103,50 @@ def test_noise_of_the_wrong_shape_or_for_a_deterministic_refiner_is_refused():
     with pytest.raises(ValueError, match="noise_channels"):
         Refiner(noise_channels=-1)
     assert Refiner(channels=4, blocks=1).draw_noise(x) is None
+
+
+def test_block_noise_starts_as_the_deterministic_refiner_and_learns_how_much_noise_each_channel_takes():
+    kwargs = dict(channels=4, blocks=2, residual=True, padding_mode="replicate")
+    torch.manual_seed(0)
+    plain = Refiner(**kwargs)
+    torch.manual_seed(0)
+    noisy = Refiner(**kwargs, block_noise=True)
+    assert noisy.noise_planes == 2 and noisy.stem[0].in_channels == 1  # one plane per block, none at the input
+    x = torch.rand(3, 1, 16, 16) * 1.8 - 0.9
+    z = noisy.draw_noise(x, torch.Generator().manual_seed(0))
+    assert z.shape == (3, 2, 16, 16)
+    assert torch.equal(noisy(x, z), plain(x))  # zero scales: the same weights, the same function
+    with torch.no_grad():
+        noisy.blocks[1].noise.scale.fill_(0.5)
+    assert not torch.equal(noisy(x, z), plain(x))
+    assert torch.equal(noisy(x, z), noisy(x, z))
+    with pytest.raises(ValueError, match=r"noise: expected shape \(3, 2, 16, 16\)"):
+        noisy(x, z[:, :1])
+    both = Refiner(**kwargs, noise_channels=1, block_noise=True)
+    assert both.noise_planes == 3 and both(x, both.draw_noise(x)).shape == x.shape
+
+
+def test_highpass_residual_is_zero_on_flat_and_linear_images_and_the_highpass_discriminator_sees_it():
+    flat = torch.full((1, 1, 8, 8), 0.3)
+    ramp = torch.linspace(-1, 1, 8).repeat(1, 1, 8, 1)
+    assert torch.allclose(highpass_residual(flat), torch.zeros_like(flat), atol=1e-5)
+    assert torch.allclose(highpass_residual(ramp)[..., 1:-1, 1:-1], torch.zeros(1, 1, 6, 6), atol=1e-5)
+    assert highpass_residual(ramp + 0.1 * torch.randn(1, 1, 8, 8)).abs().mean() > 0.1  # texture passes
+    torch.manual_seed(0)
+    d = Discriminator(highpass=True)
+    assert d.features[0].in_channels == 2
+    x = torch.rand(2, 1, 35, 55) * 2 - 1
+    assert d(x).shape == Discriminator()(x).shape == (2, 1, 9, 14)
+
+
+def test_spectral_norm_discriminator_has_unit_spectral_norm_convolutions():
+    torch.manual_seed(0)
+    d = Discriminator(spectral_norm=True).train()
+    x = torch.rand(4, 1, 35, 55) * 2 - 1
+    for _ in range(30):  # power iterations, one per training forward
+        d(x)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 5
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert abs(float(sigma) - 1.0) < 0.05

@@ -110,6 +110,7 @@ def test_paper_profile_trains_with_the_papers_settings(tmp_path, task, pretrain_
         1,
     )
     assert (cfg.lr, cfg.batch_size, cfg.psi, cfg.crop) == (0.001, 512, "identity", 0)
+    assert (cfg.ema, cfg.r1) == (0.0, 0.0)  # the last weights, no gradient penalty
     assert cfg.history_size >= cfg.batch_size
     header = (ROOT / "profiles/paper.yaml").read_text().splitlines()[0]
     assert "Shrivastava et al. 2017, sec. 3.1" in header and "REFERENCE" not in header

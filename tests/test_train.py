@@ -18,7 +18,7 @@ def _data(n=64, seed=0):
     ) * 2 - 1
 
 
-def _trainer(tmp_path, steps, noise_channels=0, **overrides):
+def _trainer(tmp_path, steps, noise_channels=0, refiner_kw=None, disc_kw=None, **overrides):
     torch.manual_seed(0)
     syn, real = _data()
     cfg = TrainConfig(
@@ -37,8 +37,8 @@ def _trainer(tmp_path, steps, noise_channels=0, **overrides):
         }
     )
     return SimGANTrainer(
-        Refiner(channels=4, blocks=1, noise_channels=noise_channels),
-        Discriminator(layers=SMALL_D),
+        Refiner(channels=4, blocks=1, noise_channels=noise_channels, **(refiner_kw or {})),
+        Discriminator(layers=SMALL_D, **(disc_kw or {})),
         syn,
         real,
         cfg,
@@ -51,16 +51,27 @@ def _weights(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("noise_channels", [0, 1], ids=["deterministic", "noise-input"])
-def test_resume_gives_bitwise_identical_weights(tmp_path, noise_channels):
-    straight = _trainer(tmp_path / "a", steps=8, noise_channels=noise_channels)
+# issue 20's levers, all at once: the weight average, R1, noise inside the blocks, a high-pass and
+# spectrally normalized discriminator
+LEVERS = dict(ema=0.9, r1=1.0, refiner_kw=dict(block_noise=True), disc_kw=dict(highpass=True, spectral_norm=True))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, dict(noise_channels=1), LEVERS],
+    ids=["deterministic", "noise-input", "ema-r1-blocknoise-highpass-sn"],
+)
+def test_resume_gives_bitwise_identical_weights(tmp_path, settings):
+    straight = _trainer(tmp_path / "a", steps=8, **settings)
     straight.run()
-    half = _trainer(tmp_path / "b", steps=4, noise_channels=noise_channels)  # stops at step 3 + 2 + 4 = 9 of 13
+    half = _trainer(tmp_path / "b", steps=4, **settings)  # stops at step 3 + 2 + 4 = 9 of 13
     half.run()
-    resumed = _trainer(tmp_path / "b", steps=8, noise_channels=noise_channels)
+    resumed = _trainer(tmp_path / "b", steps=8, **settings)
     assert resumed.maybe_resume() and resumed.step == 9
     resumed.run()
-    for a, b in ((straight.refiner, resumed.refiner), (straight.discriminator, resumed.discriminator)):
+    pairs = [(straight.refiner, resumed.refiner), (straight.discriminator, resumed.discriminator)]
+    pairs += [(straight.refiner_ema, resumed.refiner_ema)] if "ema" in settings else []
+    for a, b in pairs:
         wa, wb = _weights(a), _weights(b)
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert len(straight.buffer) == len(resumed.buffer)
@@ -117,6 +128,8 @@ def test_nan_weights_are_never_checkpointed(tmp_path):
         (dict(history_size=4), r"train.history_size: expected 0 \(disabled\) or >= batch_size"),
         (dict(optimizer="rmsprop"), "train.optimizer"),
         (dict(psi="vgg"), "psi"),
+        (dict(ema=1.0), r"train.ema: expected a decay in \[0, 1\) \(0: off\), got 1.0"),
+        (dict(r1=-1.0), r"train.r1: expected a finite number >= 0 \(0: off\), got -1.0"),
     ],
 )
 def test_bad_params_name_the_key_and_the_expectation(tmp_path, overrides, message):
@@ -264,3 +277,35 @@ def test_a_noise_refiner_trains_on_fresh_noise_and_its_sample_grids_do_not_move_
         a = r(x, r.draw_noise(x, torch.Generator().manual_seed(0)))
         b = r(x, r.draw_noise(x, torch.Generator().manual_seed(1)))
     assert not torch.equal(a, b)
+
+
+def test_the_ema_refiner_starts_at_the_pretrained_weights_follows_each_update_and_is_what_is_written(tmp_path):
+    t = _trainer(tmp_path, steps=1, ema=0.75, k_g=1, refiner_kw=dict(residual=True))
+    while t.phase() != "adversarial":
+        t.train_step()
+    before = _weights(t.refiner)
+    t.train_step()  # the adversarial phase's first step: the average restarts here, then one update
+    after = _weights(t.refiner)
+    avg = _weights(t.output_refiner)
+    assert t.output_refiner is t.refiner_ema
+    for k in before:
+        assert torch.allclose(avg[k], 0.75 * before[k] + 0.25 * after[k], atol=1e-7)
+        assert not torch.equal(avg[k], after[k]) or torch.equal(before[k], after[k])
+    assert not any(p.requires_grad for p in t.refiner_ema.parameters())
+    t.refiner_kwargs = dict(channels=4, blocks=1, residual=True)
+    t.save_refiner(tmp_path / "refiner.pt", task="gaze")
+    written, _ = load_refiner(tmp_path / "refiner.pt", "gaze")
+    assert all(torch.equal(v, avg[k]) for k, v in written.state_dict().items())
+    assert _trainer(tmp_path / "plain", steps=1).output_refiner.__class__ is Refiner
+
+
+def test_r1_penalises_the_real_images_gradient_but_not_the_logged_classification_loss(tmp_path):
+    plain = _trainer(tmp_path / "a", steps=3)
+    r1 = _trainer(tmp_path / "b", steps=3, r1=10.0)
+    rows_plain = [plain.train_step() for _ in range(plain.cfg.total_steps)]
+    rows_r1 = [r1.train_step() for _ in range(r1.cfg.total_steps)]
+    first_d = plain.cfg.pretrain_refiner_steps  # the first discriminator update: same weights and batches so far
+    assert rows_r1[first_d]["loss_disc"] == rows_plain[first_d]["loss_disc"]
+    assert rows_r1[first_d]["r1_penalty"] > 0 and "r1_penalty" not in rows_plain[first_d]
+    wa, wb = _weights(plain.discriminator), _weights(r1.discriminator)
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)  # the penalty changed D's updates
