@@ -159,7 +159,9 @@ def test_lock_check_passes_on_a_clone_then_names_each_edit(tiny_run, tmp_path, c
     assert rc == 0, out
     (c / "simgan" / "losses.py").write_text((c / "simgan" / "losses.py").read_text() + "\n# edited\n")
     text = (c / "params.yaml").read_text()
-    edited = re.sub(r"(\n      lam: )10\.0", r"\g<1>3.0", text, count=1)
+    old = re.search(r"\n      lam: ([0-9.]+)", text).group(1)  # gaze's, the first
+    new = "0.5" if old != "0.5" else "0.25"
+    edited = re.sub(r"(\n      lam: )[0-9.]+", rf"\g<1>{new}", text, count=1)
     assert edited != text
     (c / "params.yaml").write_text(edited)
     rc, out = lock_check(c, capsys)
@@ -167,7 +169,7 @@ def test_lock_check_passes_on_a_clone_then_names_each_edit(tiny_run, tmp_path, c
     lines = out.splitlines()
     for stage in ("pretrain@gaze", "adversarial@gaze", "pretrain@hand", "adversarial@hand"):
         assert f"  {stage}: dep simgan/losses.py modified" in lines, out
-    assert "  pretrain@gaze: param gan.gaze.train.lam: 10.0 in dvc.lock, 3.0 in params.yaml" in lines, out
+    assert f"  pretrain@gaze: param gan.gaze.train.lam: {float(old)} in dvc.lock, {float(new)} in params.yaml" in lines, out
     assert not any(line.startswith(("  pretrain@hand: param", "  estimator@", "  refine@")) for line in lines), out
 
 
