@@ -169,7 +169,9 @@ def test_lock_check_passes_on_a_clone_then_names_each_edit(tiny_run, tmp_path, c
     lines = out.splitlines()
     for stage in ("pretrain@gaze", "adversarial@gaze", "pretrain@hand", "adversarial@hand"):
         assert f"  {stage}: dep simgan/losses.py modified" in lines, out
-    assert f"  pretrain@gaze: param gan.gaze.train.lam: {float(old)} in dvc.lock, {float(new)} in params.yaml" in lines, out
+    assert (
+        f"  pretrain@gaze: param gan.gaze.train.lam: {float(old)} in dvc.lock, {float(new)} in params.yaml" in lines
+    ), out
     assert not any(line.startswith(("  pretrain@hand: param", "  estimator@", "  refine@")) for line in lines), out
 
 
