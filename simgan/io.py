@@ -9,6 +9,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,13 @@ def _fsync_dir(path: Path) -> None:
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def copy_file_atomic(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy `source` onto `target` through atomic_path: a kill mid-copy leaves `target` as it was
+    (a half-copied checkpoint would not load, and a resume would stop on it)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def write_json_atomic(target: str | os.PathLike, obj) -> None:

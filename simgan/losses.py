@@ -11,6 +11,8 @@ Reductions (public ports differ here by up to 10^4, which silently changes lambd
 So the refiner loss  L_R = mean_patches[-log(1 - D(R(x)))] + lambda * mean_pixels|psi(R(x)) - psi(x)|
 compares two per-element means, and lambda = 1 weighs "one patch fooled" against "one grey level
 on [-1, 1] per pixel" the same way whatever the batch size, image size or patch-map size.
+PatchNCE (not in the paper; the alternative of CUT, Park et al. 2020) is a cross-entropy averaged
+over sampled patches, images and feature maps, so its weight has the adversarial term's scale.
 """
 
 from __future__ import annotations
@@ -91,3 +93,25 @@ def refiner_loss(
     adv = refiner_adversarial_loss(logits_refined)
     reg = self_regularization_loss(refined, synthetic, psi)
     return adv + lam * reg, adv, reg
+
+
+# CUT's temperature (Park et al. 2020, sec. 3.1: tau = 0.07)
+NCE_TEMPERATURE = 0.07
+
+
+def patch_nce_loss(query: torch.Tensor, key: torch.Tensor, tau: float = NCE_TEMPERATURE) -> torch.Tensor:
+    """PatchNCE (Park et al. 2020, eq. 2-3): the feature of each sampled patch of the refined image
+    (query) must pick out the feature at the same location of its synthetic input (the positive)
+    among the other sampled locations of that image (the negatives). query, key: N x P x D unit
+    vectors from the same locations; the key carries no gradient, as in CUT. Cross-entropy over the
+    P candidates, averaged over patches and images; log(P) when the features say nothing."""
+    if query.shape != key.shape or query.ndim != 3:
+        raise ValueError(
+            f"patch_nce_loss: expected query and key of one N x P x D shape, got {tuple(query.shape)} and {tuple(key.shape)}"
+        )
+    n, p, _ = query.shape
+    logits = (
+        torch.bmm(query.float(), key.detach().float().transpose(1, 2)) / tau
+    )  # N x P x P, positives on the diagonal
+    target = torch.arange(p, device=query.device).repeat(n)
+    return F.cross_entropy(logits.reshape(n * p, p), target)

@@ -135,7 +135,13 @@ class Refiner(nn.Module):
         z = torch.randn((x.shape[0], self.noise_planes, *x.shape[2:]), generator=generator)
         return z.to(x.device)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def feature_channels(self) -> list[int]:
+        """Channels of each map `features` returns (the stem's, then every block's)."""
+        return [self.stem[0].out_channels] * (1 + len(self.blocks))
+
+    def features(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The refiner's feature maps of `x`, all H x W: the stem's output, then each block's."""
         inp = x
         if self.noise_planes:
             if noise is None:
@@ -151,10 +157,21 @@ class Refiner(nn.Module):
                 inp = torch.cat([x, noise[:, : self.noise_channels]], dim=1)
         elif noise is not None:
             raise ValueError("Refiner noise: this refiner has no noise input (noise_channels=0, block_noise off)")
-        h = self.stem(inp)
+        maps = [self.stem(inp)]
         for i, block in enumerate(self.blocks):
             plane = self.noise_channels + i
-            h = block(h, noise[:, plane : plane + 1] if block.noise is not None else None)
+            maps.append(block(maps[-1], noise[:, plane : plane + 1] if block.noise is not None else None))
+        return maps
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """`features` with every noise plane at zero: the image's own content, which PatchNCE
+        compares between a synthetic image and its refined version (CUT uses the generator's
+        encoder the same way)."""
+        zero = x.new_zeros((x.shape[0], self.noise_planes, *x.shape[2:])) if self.noise_planes else None
+        return self.features(x, zero)
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x, noise)[-1]
         h = self.head(h)
         if self.residual:
             # the clamped-off part is added back, so f = 0 is the identity at +-1 too: a depth
@@ -163,6 +180,29 @@ class Refiner(nn.Module):
             xc = x.clamp(-self.RESIDUAL_CLAMP, self.RESIDUAL_CLAMP)
             return (torch.tanh(h + torch.atanh(xc)) + (x - xc)).clamp(-1.0, 1.0)
         return torch.tanh(h)
+
+
+class PatchProjector(nn.Module):
+    """CUT's projection head (Park et al. 2020, sec. 3.1): for each feature map, a two-layer MLP
+    that takes the feature vector at each sampled location to a unit vector of `dim` dimensions.
+    PatchNCE (simgan.losses.patch_nce_loss) compares these vectors."""
+
+    def __init__(self, channels: Sequence[int], dim: int = 256):
+        super().__init__()
+        if not channels or dim < 1:
+            raise ValueError(f"PatchProjector: expected one or more feature maps and dim >= 1, got {channels}, {dim}")
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(c, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim)) for c in channels
+        )
+
+    def forward(self, maps: Sequence[torch.Tensor], locations: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """maps: N x C x H x W each; locations: for each map, the flat indices (into H*W) to sample.
+        Returns, per map, N x P x dim unit vectors."""
+        out = []
+        for h, idx, mlp in zip(maps, locations, self.mlps, strict=True):
+            v = h.flatten(2)[:, :, idx].transpose(1, 2)  # N x P x C
+            out.append(F.normalize(mlp(v), dim=-1))
+        return out
 
 
 # Discriminator layer specs: ("conv", out_channels, kernel, stride) or ("pool", kernel, stride).

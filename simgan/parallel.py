@@ -160,8 +160,8 @@ class StepBar:
         self._pid = os.getpid()
         self.bar = tqdm(total=total, desc=desc, unit=unit)
 
-    def step(self) -> None:
-        self.counter.add()
+    def step(self, n: int = 1) -> None:
+        self.counter.add(n)
         if os.getpid() == self._pid:
             self.sync()
 

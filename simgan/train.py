@@ -33,10 +33,11 @@ from simgan.losses import (
     discriminator_loss,
     get_psi,
     patch_accuracy,
+    patch_nce_loss,
     refiner_loss,
     self_regularization_loss,
 )
-from simgan.nets import Discriminator, Refiner, discriminator_preset, refiner_preset
+from simgan.nets import Discriminator, PatchProjector, Refiner, discriminator_preset, refiner_preset
 from simgan.optim import adam
 
 OPTIMIZERS = ("adam", "sgd")
@@ -72,6 +73,11 @@ class TrainConfig:
     # et al. 2018), D's logits summed over patches (0: off).
     ema: float = 0.0
     r1: float = 0.0
+    # nce: the weight of PatchNCE (CUT, Park et al. 2020) between the refiner's own feature maps of
+    # the synthetic image and of its refinement, on nce_patches random locations per map, beside
+    # or (lam 0) instead of the L1 self-regularization; adversarial steps only (0: off).
+    nce: float = 0.0
+    nce_patches: int = 256
     # Train on random crop x crop windows instead of whole images (0: whole images, the paper).
     # Both networks are convolutional and D judges local patches, so the refiner learns the same
     # local mapping and still refines whole images; a 32 px crop of a 64 px depth map costs a
@@ -86,8 +92,13 @@ class TrainConfig:
     sample_every: int = 0  # 0: never
 
     @property
+    def adversarial_start(self) -> int:
+        """The global step at which the adversarial phase begins (after both pretrainings)."""
+        return self.pretrain_refiner_steps + self.pretrain_discriminator_steps
+
+    @property
     def total_steps(self) -> int:
-        return self.pretrain_refiner_steps + self.pretrain_discriminator_steps + self.steps
+        return self.adversarial_start + self.steps
 
     def validate(self, n_synthetic: int | None = None, n_real: int | None = None) -> None:
         """Raise ValueError naming the parameter and the expected value."""
@@ -108,6 +119,8 @@ class TrainConfig:
             ("lam", math.isfinite(self.lam) and self.lam >= 0, "a finite number >= 0"),
             ("ema", 0 <= self.ema < 1, "a decay in [0, 1) (0: off)"),
             ("r1", math.isfinite(self.r1) and self.r1 >= 0, "a finite number >= 0 (0: off)"),
+            ("nce", math.isfinite(self.nce) and self.nce >= 0, "a finite number >= 0 (0: off)"),
+            ("nce_patches", self.nce_patches >= 1, ">= 1"),
             (
                 "history_size",
                 self.history_size == 0 or self.history_size >= self.batch_size,
@@ -176,6 +189,7 @@ class SimGANTrainer:
     on_log(row): called every `log_every` steps with a dict of losses and accuracies.
     on_sample(step, grids): called every `sample_every` steps with fixed synthetic / refined / real
     examples (for the PNG sample grids).
+    on_step(): called after every step (a progress bar over several runs: stages.common).
     refiner_kwargs: the refiner's constructor arguments (build_networks), recorded by save_refiner
     so that simgan.checkpoint.load_refiner can rebuild it."""
 
@@ -187,6 +201,7 @@ class SimGANTrainer:
     checkpoint_path: str | Path | None = None
     on_log: Callable[[dict], None] | None = None
     on_sample: Callable[[int, dict], None] | None = None
+    on_step: Callable[[], None] | None = None
     progress: bool = True
     refiner_kwargs: dict | None = None
     log: list[dict] = field(default_factory=list)
@@ -231,6 +246,14 @@ class SimGANTrainer:
         if self.cfg.ema:
             self.refiner_ema = copy.deepcopy(self.refiner).eval()
             _set_requires_grad(self.refiner_ema, False)
+        # PatchNCE's projection head (cfg.nce), initialised from its own seed so the networks' draws
+        # stay those of a run without it, and trained by its own optimizer at the refiner's lr
+        self.patch_projector = self.opt_f = None
+        if self.cfg.nce:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.seed + 3)
+                self.patch_projector = PatchProjector(self.refiner.feature_channels).to(self.device)
+            self.opt_f = _make_optimizer(self.patch_projector.parameters(), self.cfg, self.cfg.lr)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.step = 0
         # fixed examples for the sample grids, drawn from their own generator so that turning the
@@ -257,7 +280,7 @@ class SimGANTrainer:
         s = self.step if step is None else step
         if s < self.cfg.pretrain_refiner_steps:
             return "pretrain_refiner"
-        if s < self.cfg.pretrain_refiner_steps + self.cfg.pretrain_discriminator_steps:
+        if s < self.cfg.adversarial_start:
             return "pretrain_discriminator"
         return "adversarial"
 
@@ -275,6 +298,21 @@ class SimGANTrainer:
         generator, so a resumed run draws the same noise as an uninterrupted one."""
         return self.refiner(x, self.refiner.draw_noise(x, self.generator))
 
+    def _patch_nce(self, refined: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """PatchNCE between the refiner's feature maps of `x` (keys, no gradient) and of `refined`
+        (queries), at the same nce_patches locations per map (drawn from the training generator),
+        averaged over the maps."""
+        with torch.no_grad():
+            keys = self.refiner.encode(x)
+        queries = self.refiner.encode(refined)
+        hw = x.shape[2] * x.shape[3]
+        n = min(self.cfg.nce_patches, hw)
+        where = [torch.randperm(hw, generator=self.generator)[:n].to(self.device) for _ in queries]
+        q = self.patch_projector(queries, where)
+        with torch.no_grad():
+            k = self.patch_projector(keys, where)
+        return sum(patch_nce_loss(a, b) for a, b in zip(q, k)) / len(q)
+
     def _refiner_pretrain_step(self) -> dict:
         x = self._batch(self.synthetic, self.cfg.batch_size)
         with autocast(self.device, self.cfg.bf16):
@@ -291,9 +329,16 @@ class SimGANTrainer:
             with autocast(self.device, self.cfg.bf16):
                 refined = self._refine(x)
                 total, adv, reg = refiner_loss(self.discriminator(refined), refined, x, self.cfg.lam, self.cfg.psi)
+                nce = self._patch_nce(refined, x) if self.cfg.nce else None
+                if nce is not None:
+                    total = total + self.cfg.nce * nce
             self.opt_r.zero_grad(set_to_none=True)
+            if self.opt_f is not None:
+                self.opt_f.zero_grad(set_to_none=True)
             total.backward()
             self.opt_r.step()
+            if self.opt_f is not None:
+                self.opt_f.step()
             if self.refiner_ema is not None:
                 with torch.no_grad():
                     for avg, p in zip(self.refiner_ema.parameters(), self.refiner.parameters()):
@@ -304,6 +349,7 @@ class SimGANTrainer:
         return {
             "loss_refiner_adv": self._check("loss_refiner_adv", adv),
             "loss_refiner_reg": self._check("loss_refiner_reg", reg),
+            **({"loss_refiner_nce": self._check("loss_refiner_nce", nce)} if nce is not None else {}),
             "refined_change": change,
         }
 
@@ -353,7 +399,7 @@ class SimGANTrainer:
         elif phase == "pretrain_discriminator":
             row = self._discriminator_step()
         else:
-            if self.refiner_ema is not None and self.step == self.cfg.total_steps - self.cfg.steps:
+            if self.refiner_ema is not None and self.step == self.cfg.adversarial_start:
                 self.refiner_ema.load_state_dict(self.refiner.state_dict())  # the average starts here
             row = {}
             for _ in range(self.cfg.k_g):
@@ -378,6 +424,11 @@ class SimGANTrainer:
             "log": self.log,
             # only with cfg.ema, so a checkpoint without the average is the same file as before it
             **({"refiner_ema": self.refiner_ema.state_dict()} if self.refiner_ema is not None else {}),
+            **(
+                {"patch_projector": self.patch_projector.state_dict(), "opt_f": self.opt_f.state_dict()}
+                if self.patch_projector is not None
+                else {}
+            ),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -404,6 +455,9 @@ class SimGANTrainer:
             self.buffer.load_state_dict(state["buffer"])
         if self.refiner_ema is not None:
             self.refiner_ema.load_state_dict(state["refiner_ema"])
+        if self.patch_projector is not None:
+            self.patch_projector.load_state_dict(state["patch_projector"])
+            self.opt_f.load_state_dict(state["opt_f"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
         self.log = list(state["log"])
@@ -502,6 +556,8 @@ class SimGANTrainer:
                     self.save_checkpoint()
                 bar.set_description(self.phase(self.step - 1), refresh=False)
                 bar.update(1)
+                if self.on_step:
+                    self.on_step()
         finally:
             bar.close()
         return self.log

@@ -18,16 +18,24 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from functools import partial
 from pathlib import Path
 
 from simgan.config import ParamsError
-from simgan.io import SimganError, write_text_atomic
+from simgan.io import SimganError, copy_file_atomic, write_text_atomic
 from simgan.layout import pretrained_path, refiner_path, replicate_file
 from simgan.viz import save_image_grid
-from stages.common import TASK_ARG, Params, check_task, prune_checkpoints, run_replicates, run_stage, seeds_param
-from stages.gan_setup import build_trainer, replicate_checkpoint
+from stages.common import (
+    TASK_ARG,
+    Params,
+    check_task,
+    prune_checkpoints,
+    replicate_steps,
+    run_replicates,
+    run_stage,
+    seeds_param,
+)
+from stages.gan_setup import build_trainer, replicate_checkpoint, train_config
 
 # train_losses.csv's columns: what the params and seeds determine, so a rerun writes the same file
 # (the report stage reads it); the training time goes to stdout. A row of a checkpoint written
@@ -42,12 +50,19 @@ LOG_COLUMNS = [
     "disc_acc_refined",
     "refined_change",
 ]
-METRICS = LOG_COLUMNS[2:]  # the dvclive metrics: everything but the step and the phase
+# Terms an option adds (train.nce's loss_refiner_nce, train.r1's r1_penalty) follow these columns.
+NOT_LOGGED = ("step", "phase", "seconds")
+
+
+def log_columns(rows: list[dict]) -> list[str]:
+    """LOG_COLUMNS, then any other term the rows carry, in the order it first appears."""
+    extra = dict.fromkeys(k for r in rows for k in r if k not in LOG_COLUMNS and k not in NOT_LOGGED)
+    return LOG_COLUMNS + list(extra)
 
 
 def losses_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=log_columns(rows), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
@@ -83,9 +98,8 @@ def adversarial_replicate(task: str, seed: int) -> Path:
     if not pretrained.exists():
         raise ParamsError(f"{pretrained}: file not found; run the pretrain@{task} stage first (dvc repro)")
     ckpt = replicate_checkpoint("adversarial", task, p, seed, pretrained)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
     if not ckpt.exists():
-        shutil.copyfile(pretrained, ckpt)
+        copy_file_atomic(pretrained, ckpt)
     trainer = build_trainer(task, p, checkpoint=ckpt, progress=False, replicate=seed)
     samples = replicate_file(Path("reports") / task / "samples", seed, ".png")
 
@@ -94,17 +108,18 @@ def adversarial_replicate(task: str, seed: int) -> Path:
         def on_log(row: dict) -> None:
             live.step = row["step"]
             for k, v in row.items():
-                if k in METRICS:
+                if k not in NOT_LOGGED:
                     live.log_metric(f"{task}/{k}", v)
 
         def on_sample(step: int, grids: dict) -> None:
             save_image_grid(samples, grids)
 
-        trainer.on_log, trainer.on_sample = on_log, on_sample
+        trainer.on_log, trainer.on_sample, trainer.on_step = on_log, on_sample, replicate_steps
         trainer.maybe_resume()
-        cfg = trainer.cfg
-        if trainer.step > cfg.pretrain_refiner_steps + cfg.pretrain_discriminator_steps:  # not the pretrained copy
+        done = trainer.step - trainer.cfg.adversarial_start  # adversarial steps already trained
+        if done > 0:  # not the pretrained copy
             print(f"adversarial {task}: seed {seed} resumes {ckpt} at step {trainer.step}", flush=True)
+            replicate_steps(done)
         for row in trainer.log:  # replay the restored history so the dvclive log is whole
             on_log(row)
         trainer.run()
@@ -122,7 +137,8 @@ def main(argv: list[str]) -> None:
     p = Params.load()
     task = check_task(argv[0], p)
     seeds = seeds_param(p)
-    run_replicates(f"adversarial {task}", partial(adversarial_replicate, task), seeds, p)
+    steps = train_config(task, p).steps
+    run_replicates(f"adversarial {task}", partial(adversarial_replicate, task), seeds, p, steps=steps)
     # the finished checkpoints stay: a replicate is not trained again when `seeds` gains another
     keep = [replicate_checkpoint("adversarial", task, p, seed, pretrained_path(task, seed)) for seed in seeds]
     prune_checkpoints("adversarial", task, keep)

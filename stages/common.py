@@ -19,7 +19,7 @@ from simgan.config import Params, ParamsError, device_param, positive, seeds_par
 from simgan.data.format import Dataset
 from simgan.io import SimganError, write_json_atomic
 from simgan.layout import data_path  # noqa: F401  (re-exported for stages)
-from simgan.parallel import map_processes
+from simgan.parallel import StepBar, map_processes
 
 # The paper's tasks, whose report (stages/report.py) and metrics are fixed; params.yaml's `tasks`
 # may add tasks of the user's own images, which are "generic" data and regression estimators.
@@ -123,21 +123,43 @@ def prune_checkpoints(stage: str, task: str, keep: Sequence[Path]) -> None:
             old.unlink(missing_ok=True)
 
 
-def run_replicates(what: str, fn: Callable[[int], object], seeds: Sequence[int], p: Params) -> dict[int, object]:
+# the bar of the running run_replicates: set before its workers fork, so theirs is the same one
+_REPLICATE_BAR: StepBar | None = None
+
+
+def replicate_steps(n: int = 1) -> None:
+    """A replicate of run_replicates did `n` more training steps (from a forked worker too):
+    moves the stage's bar. Nothing when no bar is running."""
+    if _REPLICATE_BAR is not None:
+        _REPLICATE_BAR.step(n)
+
+
+def run_replicates(
+    what: str, fn: Callable[[int], object], seeds: Sequence[int], p: Params, steps: int = 0
+) -> dict[int, object]:
     """fn(seed) for every replicate, side by side in params.yaml's `compute.workers` processes of
     `compute.threads` torch threads each (simgan.parallel.map_processes: a result depends on its
-    seed and the thread count only). One line per finished replicate, with its time; a bar over
-    the replicates gives the ETA. Returns seed -> result, in seed order."""
-    from tqdm.auto import tqdm
-
+    seed and the thread count only). One line per finished replicate, with its time. With `steps`
+    (the training steps of one replicate) the bar counts every replicate's steps as fn reports
+    them through replicate_steps, so its ETA is there from the first steps; else it counts
+    replicates. Returns seed -> result, in seed order."""
+    global _REPLICATE_BAR
     threads, workers = compute_layout(p)
     print(f"{what}: {len(seeds)} replicate(s), {min(workers, len(seeds))} worker(s) x {threads} thread(s)", flush=True)
     results: dict[int, object] = {}
-    with tqdm(total=len(seeds), desc=what, unit="replicate") as bar:
-        for seed, (result, seconds) in map_processes(_timed(fn), seeds, workers, threads):
-            results[seed] = result
-            bar.update(1)
-            bar.write(f"{what}: seed {seed} done in {seconds:.1f} s")
+    progress = StepBar(len(seeds) * steps if steps else len(seeds), what, unit="step" if steps else "replicate")
+    _REPLICATE_BAR = progress if steps else None
+    try:
+        with progress:
+            bar = progress.bar
+            for seed, (result, seconds) in map_processes(_timed(fn), seeds, workers, threads, poll=progress.sync):
+                results[seed] = result
+                if not steps:
+                    progress.step()
+                bar.set_postfix_str(f"{len(results)}/{len(seeds)} replicates", refresh=False)
+                bar.write(f"{what}: seed {seed} done in {seconds:.1f} s")
+    finally:
+        _REPLICATE_BAR = None
     return {s: results[s] for s in seeds}
 
 

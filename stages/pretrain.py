@@ -11,14 +11,23 @@ when `seeds` gains another."""
 
 from __future__ import annotations
 
-import shutil
 from functools import partial
 from pathlib import Path
 
 from simgan.config import ParamsError
+from simgan.io import copy_file_atomic
 from simgan.layout import pretrained_path
-from stages.common import TASK_ARG, Params, check_task, prune_checkpoints, run_replicates, run_stage, seeds_param
-from stages.gan_setup import build_trainer, replicate_checkpoint
+from stages.common import (
+    TASK_ARG,
+    Params,
+    check_task,
+    prune_checkpoints,
+    replicate_steps,
+    run_replicates,
+    run_stage,
+    seeds_param,
+)
+from stages.gan_setup import build_trainer, replicate_checkpoint, train_config
 
 
 def pretrain_replicate(task: str, seed: int) -> Path:
@@ -26,10 +35,12 @@ def pretrain_replicate(task: str, seed: int) -> Path:
     ckpt = replicate_checkpoint("pretrain", task, p, seed)
     # steps=0: the pretraining phases only
     trainer = build_trainer(task, p, checkpoint=ckpt, progress=False, steps=0, replicate=seed)
+    trainer.on_step = replicate_steps
+    if trainer.maybe_resume():
+        replicate_steps(trainer.step)  # the steps done before the interruption count on the bar
     trainer.run()
     out = pretrained_path(task, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ckpt, out)
+    copy_file_atomic(ckpt, out)
     return out
 
 
@@ -39,7 +50,8 @@ def main(argv: list[str]) -> None:
     p = Params.load()
     task = check_task(argv[0], p)
     seeds = seeds_param(p)
-    run_replicates(f"pretrain {task}", partial(pretrain_replicate, task), seeds, p)
+    steps = train_config(task, p).adversarial_start  # the pretraining phases' steps
+    run_replicates(f"pretrain {task}", partial(pretrain_replicate, task), seeds, p, steps=steps)
     # the finished checkpoints stay: a replicate is not trained again when `seeds` gains another
     prune_checkpoints("pretrain", task, [replicate_checkpoint("pretrain", task, p, seed) for seed in seeds])
 

@@ -10,6 +10,7 @@ from simgan.losses import (
     discriminator_loss,
     local_adversarial_loss,
     patch_accuracy,
+    patch_nce_loss,
     refiner_adversarial_loss,
     refiner_loss,
     self_regularization_loss,
@@ -65,3 +66,22 @@ def test_refiner_loss_weights_regularization_by_lambda():
     total, adv, reg = refiner_loss(logits, ref, syn, lam=2.0)
     assert total.item() == pytest.approx(adv.item() + 2.0 * 0.1)
     assert reg.item() == pytest.approx(0.1)
+
+
+def test_patch_nce_is_near_zero_when_each_patch_matches_only_its_own_location_and_log_p_when_features_say_nothing():
+    n, p = 2, 16
+    distinct = torch.eye(p).expand(n, p, p)  # every location its own unit vector
+    assert float(patch_nce_loss(distinct, distinct)) < 1e-4
+    same = F.normalize(torch.ones(n, p, 8), dim=-1)  # every location alike: a uniform guess among P
+    assert math.isclose(float(patch_nce_loss(same, same)), math.log(p), rel_tol=1e-5)
+    shuffled = distinct[:, torch.roll(torch.arange(p), 1)]  # the refined patch looks like its neighbour
+    assert float(patch_nce_loss(shuffled, distinct)) > 10
+
+
+def test_patch_nce_sends_its_gradient_to_the_query_only_and_refuses_mismatched_shapes():
+    q = F.normalize(torch.randn(2, 8, 4), dim=-1).requires_grad_(True)
+    k = F.normalize(torch.randn(2, 8, 4), dim=-1).requires_grad_(True)
+    patch_nce_loss(q, k).backward()
+    assert q.grad is not None and float(q.grad.abs().sum()) > 0 and k.grad is None
+    with pytest.raises(ValueError, match=r"patch_nce_loss: expected query and key of one N x P x D shape"):
+        patch_nce_loss(q[:, :4], k)

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from simgan.nets import Discriminator, Refiner, discriminator_preset, highpass_residual, refiner_preset
+from simgan.nets import (
+    Discriminator,
+    PatchProjector,
+    Refiner,
+    discriminator_preset,
+    highpass_residual,
+    refiner_preset,
+)
 
 
 def test_refiner_keeps_gaze_shape_and_range():
@@ -150,3 +157,38 @@ def test_spectral_norm_discriminator_has_unit_spectral_norm_convolutions():
     for conv in convs:
         sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
         assert abs(float(sigma) - 1.0) < 0.05
+
+
+def test_the_refiners_feature_maps_are_what_its_head_reads_and_encode_sees_the_image_without_noise():
+    torch.manual_seed(0)
+    r = Refiner(channels=4, blocks=2, residual=True, padding_mode="replicate", noise_channels=1, block_noise=True)
+    x = torch.rand(3, 1, 10, 12) * 1.8 - 0.9
+    z = r.draw_noise(x, torch.Generator().manual_seed(0))
+    maps = r.features(x, z)
+    assert [tuple(m.shape) for m in maps] == [(3, 4, 10, 12)] * 3 and r.feature_channels == [4, 4, 4]
+    xc = x.clamp(-r.RESIDUAL_CLAMP, r.RESIDUAL_CLAMP)
+    by_hand = (torch.tanh(r.head(maps[-1]) + torch.atanh(xc)) + (x - xc)).clamp(-1, 1)
+    assert torch.equal(r(x, z), by_hand)
+    with torch.no_grad():
+        for block in r.blocks:
+            block.noise.scale.fill_(1.0)
+    encoded = r.encode(x)
+    assert all(torch.equal(a, b) for a, b in zip(encoded, r.features(x, torch.zeros_like(z))))
+    assert not torch.equal(encoded[-1], r.features(x, z)[-1])
+
+
+def test_patch_projector_gives_unit_vectors_at_the_sampled_locations():
+    torch.manual_seed(0)
+    proj = PatchProjector([4, 6], dim=8)
+    maps = [torch.randn(2, 4, 5, 7), torch.randn(2, 6, 5, 7)]
+    where = [torch.tensor([0, 3, 34]), torch.tensor([1, 2])]
+    out = proj(maps, where)
+    assert [tuple(v.shape) for v in out] == [(2, 3, 8), (2, 2, 8)]
+    assert all(torch.allclose(v.norm(dim=-1), torch.ones(v.shape[:2])) for v in out)
+    # location 34 of a 5 x 7 map is row 4, column 6
+    moved = [maps[0].clone(), maps[1]]
+    moved[0][:, :, 4, 6] += 1.0
+    after = proj(moved, where)[0]
+    assert torch.equal(after[:, :2], out[0][:, :2]) and not torch.equal(after[:, 2], out[0][:, 2])
+    with pytest.raises(ValueError, match="PatchProjector"):
+        PatchProjector([], dim=8)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,22 +42,26 @@ def _set_params(root: Path, **top) -> dict:
     return params
 
 
-def _gan_stages(root: Path, monkeypatch, seeds: list[int], workers: int = 1) -> None:
+def _gan_stages(root: Path, monkeypatch, seeds: list[int], workers: int = 1) -> dict[str, str]:
     """The GAN stages of `seeds`: in this process with one worker; with more, as `dvc repro` runs
     them, in a fresh process that forks its workers (a fork of this test process would inherit
-    the open DVC state databases of earlier in-process tests: sqlite 'disk I/O error')."""
+    the open DVC state databases of earlier in-process tests: sqlite 'disk I/O error'). Returns
+    each forked stage's stderr."""
     monkeypatch.chdir(root)
     _set_params(root, seeds=seeds, compute={"threads": 1, "workers": workers})
     if workers == 1:
         pretrain.main(["gaze"])
         adversarial.main(["gaze"])
-        return
+        return {}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    err = {}
     for stage in ("pretrain", "adversarial"):
         r = subprocess.run(
             [sys.executable, "-m", f"stages.{stage}", "gaze"], cwd=root, env=env, capture_output=True, text=True
         )
         assert r.returncode == 0, r.stderr[-3000:]
+        err[stage] = r.stderr
+    return err
 
 
 def _refiner_weights(root: Path, seed: int) -> dict:
@@ -78,7 +83,11 @@ def _checkpoints(root: Path) -> dict[str, tuple[int, str]]:
 
 def test_a_replicate_depends_on_its_seed_only_and_replicates_differ(tmp_path, monkeypatch):
     both = tiny_workdir(tmp_path / "both")
-    _gan_stages(both, monkeypatch, [0, 1], workers=2)  # side by side in forked workers
+    err = _gan_stages(both, monkeypatch, [0, 1], workers=2)  # side by side in forked workers
+    # the stage's bar counts both workers' training steps, not finished replicates
+    cfg = build_trainer("gaze", Params.load(), checkpoint=None, progress=False).cfg
+    for stage, steps in (("pretrain", cfg.adversarial_start), ("adversarial", cfg.steps)):
+        assert re.search(rf"{stage} gaze: 100%.*\b{2 * steps}/{2 * steps} \[", err[stage]), err[stage][-1500:]
     alone = tiny_workdir(tmp_path / "alone")
     _gan_stages(alone, monkeypatch, [1])  # in this process
     assert sorted(f.name for f in (alone / "models" / "gaze" / "refiners").iterdir()) == ["seed1.pt"]

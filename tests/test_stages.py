@@ -139,3 +139,15 @@ def test_a_finished_stage_prints_and_records_its_wall_and_cpu_time(tmp_path):
     assert re.fullmatch(r"stage quick@gaze: \d+\.\d s wall, \d+\.\d s CPU \(\d+\.\d\d cores busy\)", lines[-1]), lines
     record = json.loads((tmp_path / ".simgan" / "timings" / "quick@gaze.json").read_text())
     assert record["stage"] == "quick@gaze" and record["wall_s"] > 0 and record["cpu_s"] >= 0
+
+
+def test_the_training_log_keeps_its_columns_and_adds_the_terms_an_option_logs():
+    from stages.adversarial import LOG_COLUMNS, losses_csv
+
+    plain = {"step": 10, "phase": "adversarial", "loss_refiner_adv": 0.5, "loss_disc": 0.25, "seconds": 1.5}
+    assert losses_csv([plain]).splitlines()[0].split(",") == LOG_COLUMNS  # a default run's file as before
+    nce = {**plain, "loss_refiner_nce": 3.25, "r1_penalty": 0.125}
+    lines = losses_csv([plain, nce]).splitlines()
+    header, row = lines[0], lines[2]
+    assert header.split(",") == LOG_COLUMNS + ["loss_refiner_nce", "r1_penalty"]
+    assert row.endswith(",3.25,0.125") and "1.5" not in row  # no wall-clock column

@@ -1,3 +1,4 @@
+import math
 import pickle
 
 import pytest
@@ -51,15 +52,22 @@ def _weights(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-# issue 20's levers, all at once: the weight average, R1, noise inside the blocks, a high-pass and
-# spectrally normalized discriminator
-LEVERS = dict(ema=0.9, r1=1.0, refiner_kw=dict(block_noise=True), disc_kw=dict(highpass=True, spectral_norm=True))
+# issue 20's levers, all at once: the weight average, R1, PatchNCE, noise inside the blocks, a
+# high-pass and spectrally normalized discriminator
+LEVERS = dict(
+    ema=0.9,
+    r1=1.0,
+    nce=1.0,
+    nce_patches=32,
+    refiner_kw=dict(block_noise=True),
+    disc_kw=dict(highpass=True, spectral_norm=True),
+)
 
 
 @pytest.mark.parametrize(
     "settings",
     [{}, dict(noise_channels=1), LEVERS],
-    ids=["deterministic", "noise-input", "ema-r1-blocknoise-highpass-sn"],
+    ids=["deterministic", "noise-input", "ema-r1-nce-blocknoise-highpass-sn"],
 )
 def test_resume_gives_bitwise_identical_weights(tmp_path, settings):
     straight = _trainer(tmp_path / "a", steps=8, **settings)
@@ -71,6 +79,7 @@ def test_resume_gives_bitwise_identical_weights(tmp_path, settings):
     resumed.run()
     pairs = [(straight.refiner, resumed.refiner), (straight.discriminator, resumed.discriminator)]
     pairs += [(straight.refiner_ema, resumed.refiner_ema)] if "ema" in settings else []
+    pairs += [(straight.patch_projector, resumed.patch_projector)] if "nce" in settings else []
     for a, b in pairs:
         wa, wb = _weights(a), _weights(b)
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -130,6 +139,8 @@ def test_nan_weights_are_never_checkpointed(tmp_path):
         (dict(psi="vgg"), "psi"),
         (dict(ema=1.0), r"train.ema: expected a decay in \[0, 1\) \(0: off\), got 1.0"),
         (dict(r1=-1.0), r"train.r1: expected a finite number >= 0 \(0: off\), got -1.0"),
+        (dict(nce=float("nan")), r"train.nce: expected a finite number >= 0 \(0: off\), got nan"),
+        (dict(nce=1.0, nce_patches=0), r"train.nce_patches: expected >= 1, got 0"),
     ],
 )
 def test_bad_params_name_the_key_and_the_expectation(tmp_path, overrides, message):
@@ -309,3 +320,24 @@ def test_r1_penalises_the_real_images_gradient_but_not_the_logged_classification
     assert rows_r1[first_d]["r1_penalty"] > 0 and "r1_penalty" not in rows_plain[first_d]
     wa, wb = _weights(plain.discriminator), _weights(r1.discriminator)
     assert not all(torch.equal(wa[k], wb[k]) for k in wa)  # the penalty changed D's updates
+
+
+def test_patch_nce_joins_the_refiner_loss_in_the_adversarial_phase_only_and_trains_its_projection_head(tmp_path):
+    plain = _trainer(tmp_path / "a", steps=2, refiner_kw=dict(residual=True))
+    nce = _trainer(tmp_path / "b", steps=2, nce=2.0, nce_patches=50, refiner_kw=dict(residual=True))
+    assert plain.patch_projector is None and "patch_projector" not in plain.state_dict()
+    head = _weights(nce.patch_projector)
+    rows_plain = [plain.train_step() for _ in range(plain.cfg.total_steps)]
+    rows_nce = [nce.train_step() for _ in range(nce.cfg.total_steps)]
+    first_adv = plain.cfg.adversarial_start
+    # pretraining is untouched: the same losses, the same draws
+    assert rows_nce[:first_adv] == rows_plain[:first_adv]
+    assert all("loss_refiner_nce" not in r for r in rows_nce[:first_adv] + rows_plain)
+    first = rows_nce[first_adv]
+    assert 0 < first["loss_refiner_nce"] < 2 * math.log(50)  # a cross-entropy over 50 candidates
+    wa, wb = _weights(plain.refiner), _weights(nce.refiner)
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)  # the term moved the refiner's updates
+    moved = _weights(nce.patch_projector)
+    assert not any(torch.equal(head[k], moved[k]) for k in head)  # and its head learned
+    state = nce.state_dict()
+    assert set(state["patch_projector"]) == set(head) and state["opt_f"]["state"]
