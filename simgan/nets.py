@@ -12,6 +12,7 @@ ports' bugs) of the probability that a patch is REFINED (see `simgan.losses`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +32,22 @@ def highpass_residual(x: torch.Tensor, gain: float = 10.0) -> torch.Tensor:
     differ most. The realism classifier (simgan.metrics) and the high-pass discriminator see it."""
     local_mean = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     return gain * (x - local_mean)
+
+
+def position_planes(height: int, width: int, octaves: int) -> torch.Tensor:
+    """4 * octaves planes of H x W: sin and cos of 2 pi x / P and of 2 pi y / P for the periods
+    P = 4, 8, ..., 2^(octaves + 1) px, x and y the pixel's column and row counted from the
+    top-left corner (the sinusoidal position code of Vaswani et al. 2017 and NeRF at octave
+    periods; period 2 would leave its sine at zero on every pixel)."""
+    planes = []
+    for j in range(2, octaves + 2):
+        period = 2**j
+        for n, axis in ((width, 1), (height, 0)):
+            phase = 2 * math.pi * (torch.arange(n, dtype=torch.float64) % period) / period
+            shape = (1, -1) if axis else (-1, 1)
+            for f in (torch.sin, torch.cos):
+                planes.append(f(phase).view(shape).expand(height, width))
+    return torch.stack(planes).float() if planes else torch.zeros(0, height, width)
 
 
 class NoiseInjection(nn.Module):
@@ -86,7 +103,12 @@ class Refiner(nn.Module):
 
     `block_noise=True` (not in the paper) injects the noise inside every ResNet block instead, one
     plane per block with a learned per-channel scale (NoiseInjection, StyleGAN-style). The refiner
-    takes `noise_planes` = noise_channels + (blocks if block_noise) planes per image."""
+    takes `noise_planes` = noise_channels + (blocks if block_noise) planes per image.
+
+    `position_octaves=k` (not in the paper) feeds 4k planes of position_planes beside the image:
+    convolutions are blind to where a pixel is, so a refiner without them cannot draw what a camera
+    does by position (vignetting, lens shading, a compression block grid); with them it can. They
+    are a function of H x W alone, so the refiner stays deterministic."""
 
     RESIDUAL_CLAMP = 0.995  # atanh(+-1) is infinite; +-0.995 keeps the skip path finite (2.99)
 
@@ -100,6 +122,7 @@ class Refiner(nn.Module):
         padding_mode: str = "zeros",
         noise_channels: int = 0,
         block_noise: bool = False,
+        position_octaves: int = 0,
     ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("channels", channels), ("blocks", blocks)):
@@ -109,15 +132,22 @@ class Refiner(nn.Module):
             raise ValueError(
                 f"Refiner noise_channels: expected >= 0 (0: a deterministic refiner), got {noise_channels}"
             )
+        if position_octaves < 0:
+            raise ValueError(f"Refiner position_octaves: expected >= 0 (0: no position input), got {position_octaves}")
         self.in_channels = in_channels
         self.noise_channels = noise_channels
+        self.position_octaves = position_octaves
         self.block_noise = bool(block_noise)
         self.noise_planes = noise_channels + (blocks if block_noise else 0)
         # padding_mode "replicate" (not in the paper) keeps the refiner from painting a frame along
         # the border, which zero padding invited on the embedded eyes
         self.stem = nn.Sequential(
             nn.Conv2d(
-                in_channels + noise_channels, channels, kernel, padding=_same_padding(kernel), padding_mode=padding_mode
+                in_channels + noise_channels + 4 * position_octaves,
+                channels,
+                kernel,
+                padding=_same_padding(kernel),
+                padding_mode=padding_mode,
             ),
             nn.ReLU(inplace=True),
         )
@@ -157,6 +187,9 @@ class Refiner(nn.Module):
                 inp = torch.cat([x, noise[:, : self.noise_channels]], dim=1)
         elif noise is not None:
             raise ValueError("Refiner noise: this refiner has no noise input (noise_channels=0, block_noise off)")
+        if self.position_octaves:
+            pos = position_planes(x.shape[2], x.shape[3], self.position_octaves).to(device=x.device, dtype=x.dtype)
+            inp = torch.cat([inp, pos.expand(x.shape[0], -1, -1, -1)], dim=1)
         maps = [self.stem(inp)]
         for i, block in enumerate(self.blocks):
             plane = self.noise_channels + i

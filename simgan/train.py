@@ -218,6 +218,11 @@ class SimGANTrainer:
             )
         self.cfg.validate(self.synthetic.shape[0], self.real.shape[0])
         h, w = self.synthetic.shape[2:]
+        if self.cfg.crop and getattr(self.refiner, "position_octaves", 0):
+            raise ValueError(
+                "train.crop: expected 0 with refiner.position_octaves (the position input must see whole images, "
+                f"or a crop's pixels would take another place's code), got {self.cfg.crop}"
+            )
         if self.cfg.crop and not 8 <= self.cfg.crop <= min(h, w):
             raise ValueError(
                 f"train.crop: expected 0 (whole images) or 8..{min(h, w)} (the images are {h} x {w}), got {self.cfg.crop}"

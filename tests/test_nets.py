@@ -7,6 +7,7 @@ from simgan.nets import (
     Refiner,
     discriminator_preset,
     highpass_residual,
+    position_planes,
     refiner_preset,
 )
 
@@ -192,3 +193,28 @@ def test_patch_projector_gives_unit_vectors_at_the_sampled_locations():
     assert torch.equal(after[:, :2], out[0][:, :2]) and not torch.equal(after[:, 2], out[0][:, 2])
     with pytest.raises(ValueError, match="PatchProjector"):
         PatchProjector([], dim=8)
+
+
+def test_position_planes_are_octave_sinusoids_of_column_and_row_from_the_top_left():
+    planes = position_planes(6, 10, 2)  # periods 4 and 8: sin x, cos x, sin y, cos y each
+    assert planes.shape == (8, 6, 10) and planes.dtype == torch.float32
+    assert torch.allclose(planes[0, 3], torch.tensor([0.0, 1, 0, -1, 0, 1, 0, -1, 0, 1]), atol=1e-6)  # sin 2 pi x / 4
+    assert torch.allclose(planes[3, :, 7], torch.tensor([1.0, 0, -1, 0, 1, 0]), atol=1e-6)  # cos 2 pi y / 4
+    assert torch.equal(planes[4:, :, :8], position_planes(6, 8, 2)[4:])  # a pixel's code is its own, whatever W
+    assert position_planes(4, 4, 0).shape == (0, 4, 4)
+
+
+def test_a_refiner_with_position_input_can_draw_by_position_and_stays_deterministic():
+    torch.manual_seed(0)
+    r = Refiner(channels=4, blocks=1, residual=True, padding_mode="replicate", position_octaves=2)
+    assert r.stem[0].in_channels == 1 + 8 and r.noise_planes == 0
+    flat = torch.zeros(2, 1, 12, 12)
+    out = r(flat)
+    assert torch.equal(out, r(flat))  # no noise: the same output every time
+    assert float(out[0].std()) > 0  # a flat image comes out patterned by position
+    torch.manual_seed(0)
+    blind = Refiner(channels=4, blocks=1, residual=True, padding_mode="replicate")
+    inner = blind(flat)[0, 0, 2:-2, 2:-2]
+    assert torch.equal(inner, inner.flatten()[0].expand_as(inner))  # without it, flat stays flat inside
+    with pytest.raises(ValueError, match="position_octaves: expected >= 0"):
+        Refiner(position_octaves=-1)

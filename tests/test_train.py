@@ -341,3 +341,9 @@ def test_patch_nce_joins_the_refiner_loss_in_the_adversarial_phase_only_and_trai
     assert not any(torch.equal(head[k], moved[k]) for k in head)  # and its head learned
     state = nce.state_dict()
     assert set(state["patch_projector"]) == set(head) and state["opt_f"]["state"]
+
+
+def test_crop_training_is_refused_for_a_refiner_with_position_input(tmp_path):
+    with pytest.raises(ValueError, match=r"train.crop: expected 0 with refiner.position_octaves"):
+        _trainer(tmp_path, steps=1, crop=8, refiner_kw=dict(position_octaves=2))
+    _trainer(tmp_path, steps=1, refiner_kw=dict(position_octaves=2)).run()  # whole images train
