@@ -230,6 +230,8 @@ def _round_trip_yaml():
     rt = YAML()  # round trip: comments, order, flow/block style and scalar spelling kept
     rt.width = 4096  # re-wrapping flow mappings would move untouched values to new lines
     rt.preserve_quotes = True
+    # a null the merge writes (a profile's `key: null`) as `null`, not ruamel's bare `key:`
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return rt
 
 

@@ -69,6 +69,15 @@ def test_apply_of_the_values_already_there_changes_no_byte(tmp_path):
     assert after == before
 
 
+def test_apply_writes_a_null_as_null_in_block_and_flow_style(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text("a:\n  b: null  # unset\n  c: 1\nd: {e: 2, f: null}\n")
+    profile = tmp_path / "p.yaml"
+    profile.write_text("a:\n  c: null\nd: {e: null}\n")
+    assert main(["params", "apply", str(profile), "--params", str(target)]) == 0
+    assert target.read_text() == "a:\n  b: null  # unset\n  c: null\nd: {e: null, f: null}\n"
+
+
 def test_bad_profile_exits_2_and_leaves_params_unchanged(tmp_path, capsys):
     target = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", target)
