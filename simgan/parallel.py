@@ -143,7 +143,10 @@ class StepCounter:
 
     @property
     def value(self) -> int:
-        return self._value.value
+        # read without the lock (an aligned 64-bit load): a worker terminated inside `add`, as
+        # Pool.terminate does when another worker failed, leaves the lock held forever, and a
+        # locked read here hung the stage instead of reporting the error
+        return self._value.get_obj().value
 
 
 class StepBar:

@@ -151,3 +151,23 @@ def test_the_training_log_keeps_its_columns_and_adds_the_terms_an_option_logs():
     header, row = lines[0], lines[2]
     assert header.split(",") == LOG_COLUMNS + ["loss_refiner_nce", "r1_penalty"]
     assert row.endswith(",3.25,0.125") and "1.5" not in row  # no wall-clock column
+
+
+def test_a_step_count_reads_even_when_a_terminated_worker_left_its_lock_held():
+    """Pool.terminate kills a worker wherever it is, inside StepCounter.add too; the stage must
+    still get to report the other worker's error instead of hanging on the count."""
+    import multiprocessing as mp
+    import threading
+
+    from simgan.parallel import StepCounter
+
+    counter = StepCounter()
+    counter.add(5)
+    holder = mp.get_context("fork").Process(target=lambda: (counter._value.get_lock().acquire(), os._exit(0)))
+    holder.start()
+    holder.join()
+    got = []
+    reader = threading.Thread(target=lambda: got.append(counter.value), daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    assert got == [5]
