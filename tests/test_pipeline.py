@@ -153,7 +153,8 @@ def test_lock_check_passes_on_a_clone_then_names_each_edit(tiny_run, tmp_path, c
 
     repo, _ = tiny_run
     _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", "tiny run"], repo)
+    # --allow-empty: the tests share this repo, and xdist may run the other committing one first
+    _run(["git", "commit", "-q", "--allow-empty", "-m", "tiny run"], repo)
     c = clone(repo, tmp_path / "clone")
     rc, out = lock_check(c, capsys)
     assert rc == 0, out
@@ -190,7 +191,8 @@ def test_ablation_as_dvc_experiment_is_compared_like_a_commit(tiny_run):
     reads the experiment by name."""
     repo, _ = tiny_run
     _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", "tiny run"], repo)
+    # --allow-empty: the tests share this repo, and xdist may run the other committing one first
+    _run(["git", "commit", "-q", "--allow-empty", "-m", "tiny run"], repo)
     exp = _run(
         [sys.executable, "-m", "dvc", "exp", "run", "-n", "no-history", "-S", "gan.gaze.train.history_size=0"], repo
     )
