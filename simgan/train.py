@@ -526,8 +526,12 @@ class SimGANTrainer:
         real = to_model_input(self.real[real_idx], self.device, False)
         return {"synthetic": x.float().cpu(), "refined": refined.cpu(), "real": real.float().cpu()}
 
-    def run(self) -> list[dict]:
-        self.maybe_resume()
+    def run(self, resume: bool = True) -> list[dict]:
+        """Train to cfg.total_steps, from the checkpoint if one exists (`resume`; a caller that
+        already called `maybe_resume` to read the step it resumes at passes False, so the file is
+        not read twice)."""
+        if resume:
+            self.maybe_resume()
         total = self.cfg.total_steps
         # The log rows go into the checkpoint and the stages' tracked files, so they hold what the
         # params and seeds determine and no wall-clock time (a rerun must write the same bytes);

@@ -122,7 +122,7 @@ def adversarial_replicate(task: str, seed: int) -> Path:
             replicate_steps(done)
         for row in trainer.log:  # replay the restored history so the dvclive log is whole
             on_log(row)
-        trainer.run()
+        trainer.run(resume=False)
     out = refiner_path(task, seed)
     trainer.save_refiner(out, task=task, replicate=seed)
     write_text_atomic(replicate_file(losses_dir(task), seed, ".csv"), losses_csv(trainer.log))

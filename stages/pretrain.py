@@ -38,7 +38,7 @@ def pretrain_replicate(task: str, seed: int) -> Path:
     trainer.on_step = replicate_steps
     if trainer.maybe_resume():
         replicate_steps(trainer.step)  # the steps done before the interruption count on the bar
-    trainer.run()
+    trainer.run(resume=False)
     out = pretrained_path(task, seed)
     copy_file_atomic(ckpt, out)
     return out
