@@ -89,7 +89,8 @@ def self_regularization_loss(refined: torch.Tensor, synthetic: torch.Tensor, psi
 def refiner_loss(
     logits_refined: torch.Tensor, refined: torch.Tensor, synthetic: torch.Tensor, lam: float, psi: str = "identity"
 ):
-    """Returns (total, adversarial, regularization)."""
+    """Returns (total, adversarial, regularization). `refined` is what the self-regularization
+    compares with `synthetic`: the refined batch, or its noise-free part (Refiner.forward's with_mean)."""
     adv = refiner_adversarial_loss(logits_refined)
     reg = self_regularization_loss(refined, synthetic, psi)
     return adv + lam * reg, adv, reg

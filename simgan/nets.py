@@ -103,14 +103,27 @@ class Refiner(nn.Module):
 
     `block_noise=True` (not in the paper) injects the noise inside every ResNet block instead, one
     plane per block with a learned per-channel scale (NoiseInjection, StyleGAN-style). The refiner
-    takes `noise_planes` = noise_channels + (blocks if block_noise) planes per image.
+    takes `noise_planes` = noise_channels + (blocks if block_noise) + (in_channels if output_noise)
+    planes per image.
 
     `position_octaves=k` (not in the paper) feeds 4k planes of position_planes beside the image:
     convolutions are blind to where a pixel is, so a refiner without them cannot draw what a camera
     does by position (vignetting, lens shading, a compression block grid); with them it can. They
-    are a function of H x W alone, so the refiner stays deterministic."""
+    are a function of H x W alone, so the refiner stays deterministic.
+
+    `output_noise=True` (not in the paper) adds sensor noise at the output: refined = mean(x) +
+    sigma(x) * n, with n per-pixel N(0, 1) (one more noise plane per image channel, the last ones)
+    and sigma >= 0 a map the refiner draws from its last features (`noise_scale`, a 1x1 conv, then
+    softplus; it starts at ~0.0025 everywhere). A camera's shot and read noise is white, differs
+    from frame to frame and grows with the intensity; a deterministic refiner cannot draw it, and
+    one fed noise at the input spreads it through its blocks into blots (docs/experiments.md,
+    sessions 6 and 11). Here the noise can only be white, at a level the image content sets. The
+    self-regularization reads `mean` (`forward(..., with_mean=True)`): zero-mean noise moves no label."""
 
     RESIDUAL_CLAMP = 0.995  # atanh(+-1) is infinite; +-0.995 keeps the skip path finite (2.99)
+    # noise_scale's pre-softplus offset: sigma starts at softplus(-6) = 0.0025 (0.3 grey levels of
+    # 255), so a pretrained refiner is the identity up to a noise no eye could see
+    OUTPUT_NOISE_OFFSET = -6.0
 
     def __init__(
         self,
@@ -123,6 +136,7 @@ class Refiner(nn.Module):
         noise_channels: int = 0,
         block_noise: bool = False,
         position_octaves: int = 0,
+        output_noise: bool = False,
     ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("channels", channels), ("blocks", blocks)):
@@ -138,7 +152,8 @@ class Refiner(nn.Module):
         self.noise_channels = noise_channels
         self.position_octaves = position_octaves
         self.block_noise = bool(block_noise)
-        self.noise_planes = noise_channels + (blocks if block_noise else 0)
+        self.output_noise = bool(output_noise)
+        self.noise_planes = noise_channels + (blocks if block_noise else 0) + (in_channels if self.output_noise else 0)
         # padding_mode "replicate" (not in the paper) keeps the refiner from painting a frame along
         # the border, which zero padding invited on the embedded eyes
         self.stem = nn.Sequential(
@@ -156,6 +171,11 @@ class Refiner(nn.Module):
         )
         self.head = nn.Conv2d(channels, in_channels, 1)
         self.residual = residual
+        self.noise_scale = None
+        if self.output_noise:
+            self.noise_scale = nn.Conv2d(channels, in_channels, 1)
+            nn.init.zeros_(self.noise_scale.weight)
+            nn.init.zeros_(self.noise_scale.bias)
 
     def draw_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """The noise input for a batch like `x` (None for a deterministic refiner), drawn on the CPU
@@ -181,13 +201,16 @@ class Refiner(nn.Module):
             if tuple(noise.shape) != expected:
                 raise ValueError(
                     f"Refiner noise: expected shape {expected} (N x noise_planes x H x W: noise_channels, "
-                    f"then one plane per block with block_noise), got {tuple(noise.shape)}"
+                    f"then one plane per block with block_noise, then in_channels with output_noise), "
+                    f"got {tuple(noise.shape)}"
                 )
             noise = noise.to(device=x.device, dtype=x.dtype)
             if self.noise_channels:
                 inp = torch.cat([x, noise[:, : self.noise_channels]], dim=1)
         elif noise is not None:
-            raise ValueError("Refiner noise: this refiner has no noise input (noise_channels=0, block_noise off)")
+            raise ValueError(
+                "Refiner noise: this refiner has no noise input (noise_channels=0, block_noise and output_noise off)"
+            )
         if self.position_octaves:
             pos = position_planes(x.shape[2], x.shape[3], self.position_octaves).to(device=x.device, dtype=x.dtype)
             inp = torch.cat([inp, pos.expand(x.shape[0], -1, -1, -1)], dim=1)
@@ -209,17 +232,33 @@ class Refiner(nn.Module):
         zero = x.new_zeros((x.shape[0], self.noise_planes, *x.shape[2:])) if self.noise_planes else None
         return self.features(x, zero)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, with_mean: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The refined batch; with `with_mean`, (refined, mean): also its noise-free part (the same
+        tensor without output_noise), which the self-regularization reads."""
+        out, mean = self._refined_and_mean(x, noise)
+        return (out, mean) if with_mean else out
+
+    def _refined_and_mean(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.output_noise and noise is None:
+            noise = self.draw_noise(x)
         for h in self._trunk(x, noise):  # noqa: B007 (the last map is the one the head reads)
             pass
-        h = self.head(h)
+        f = self.head(h)
         if self.residual:
             # the clamped-off part is added back, so f = 0 is the identity at +-1 too: a depth
             # map's background is exactly 1.0, and refining it to 0.995 let D tell refined hands
             # from real ones by the background alone
             xc = x.clamp(-self.RESIDUAL_CLAMP, self.RESIDUAL_CLAMP)
-            return (torch.tanh(h + torch.atanh(xc)) + (x - xc)).clamp(-1.0, 1.0)
-        return torch.tanh(h)
+            mean = (torch.tanh(f + torch.atanh(xc)) + (x - xc)).clamp(-1.0, 1.0)
+        else:
+            mean = torch.tanh(f)
+        if self.noise_scale is None:
+            return mean, mean
+        sigma = F.softplus(self.noise_scale(h) + self.OUTPUT_NOISE_OFFSET)
+        n = noise[:, -self.in_channels :].to(device=x.device, dtype=mean.dtype)
+        return (mean + sigma * n).clamp(-1.0, 1.0), mean
 
 
 class PatchProjector(nn.Module):

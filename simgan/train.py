@@ -301,7 +301,12 @@ class SimGANTrainer:
     def _refine(self, x: torch.Tensor) -> torch.Tensor:
         """The refiner on a training batch; a noise input (if it takes one) comes from the training
         generator, so a resumed run draws the same noise as an uninterrupted one."""
-        return self.refiner(x, self.refiner.draw_noise(x, self.generator))
+        return self._refine_with_mean(x)[0]
+
+    def _refine_with_mean(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_refine` and the output's noise-free part (Refiner.forward's with_mean), which the
+        self-regularization reads: the refiner's output noise (refiner.output_noise) is free."""
+        return self.refiner(x, self.refiner.draw_noise(x, self.generator), with_mean=True)
 
     def _patch_nce(self, refined: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """PatchNCE between the refiner's feature maps of `x` (keys, no gradient) and of `refined`
@@ -321,7 +326,7 @@ class SimGANTrainer:
     def _refiner_pretrain_step(self) -> dict:
         x = self._batch(self.synthetic, self.cfg.batch_size)
         with autocast(self.device, self.cfg.bf16):
-            reg = self_regularization_loss(self._refine(x), x, self.cfg.psi)
+            reg = self_regularization_loss(self._refine_with_mean(x)[1], x, self.cfg.psi)
         self.opt_r.zero_grad(set_to_none=True)
         reg.backward()
         self.opt_r.step()
@@ -332,8 +337,8 @@ class SimGANTrainer:
         _set_requires_grad(self.discriminator, False)  # D frozen: no grads computed for it
         try:
             with autocast(self.device, self.cfg.bf16):
-                refined = self._refine(x)
-                total, adv, reg = refiner_loss(self.discriminator(refined), refined, x, self.cfg.lam, self.cfg.psi)
+                refined, mean = self._refine_with_mean(x)
+                total, adv, reg = refiner_loss(self.discriminator(refined), mean, x, self.cfg.lam, self.cfg.psi)
                 nce = self._patch_nce(refined, x) if self.cfg.nce else None
                 if nce is not None:
                     total = total + self.cfg.nce * nce

@@ -113,12 +113,19 @@ def test_noise_of_the_wrong_shape_or_for_a_deterministic_refiner_is_refused():
     assert Refiner(channels=4, blocks=1).draw_noise(x) is None
 
 
+TWIN_KWARGS = dict(channels=4, blocks=2, residual=True, padding_mode="replicate")
+
+
+def _plain_and(**option) -> tuple[Refiner, Refiner]:
+    """A deterministic refiner and one with `option` on, from the same seed: the same weights."""
+    torch.manual_seed(0)
+    plain = Refiner(**TWIN_KWARGS)
+    torch.manual_seed(0)
+    return plain, Refiner(**TWIN_KWARGS, **option)
+
+
 def test_block_noise_starts_as_the_deterministic_refiner_and_learns_how_much_noise_each_channel_takes():
-    kwargs = dict(channels=4, blocks=2, residual=True, padding_mode="replicate")
-    torch.manual_seed(0)
-    plain = Refiner(**kwargs)
-    torch.manual_seed(0)
-    noisy = Refiner(**kwargs, block_noise=True)
+    plain, noisy = _plain_and(block_noise=True)
     assert noisy.noise_planes == 2 and noisy.stem[0].in_channels == 1  # one plane per block, none at the input
     x = torch.rand(3, 1, 16, 16) * 1.8 - 0.9
     z = noisy.draw_noise(x, torch.Generator().manual_seed(0))
@@ -130,8 +137,32 @@ def test_block_noise_starts_as_the_deterministic_refiner_and_learns_how_much_noi
     assert torch.equal(noisy(x, z), noisy(x, z))
     with pytest.raises(ValueError, match=r"noise: expected shape \(3, 2, 16, 16\)"):
         noisy(x, z[:, :1])
-    both = Refiner(**kwargs, noise_channels=1, block_noise=True)
+    both = Refiner(**TWIN_KWARGS, noise_channels=1, block_noise=True)
     assert both.noise_planes == 3 and both(x, both.draw_noise(x)).shape == x.shape
+
+
+def test_output_noise_is_white_noise_at_a_level_the_refiner_learns_around_a_noise_free_mean():
+    plain, noisy = _plain_and(output_noise=True)
+    assert noisy.noise_planes == 1 and noisy.stem[0].in_channels == 1  # a plane at the output only
+    x = torch.rand(3, 1, 16, 16) * 1.8 - 0.9
+    z = noisy.draw_noise(x, torch.Generator().manual_seed(0))
+    out, mean = noisy(x, z, with_mean=True)
+    assert torch.equal(mean, plain(x))  # the noise-free part is the deterministic refiner
+    sigma = torch.nn.functional.softplus(torch.tensor(noisy.OUTPUT_NOISE_OFFSET))
+    assert torch.allclose(out - mean, sigma * z, atol=1e-6)  # starts as faint white noise, nowhere clamped
+    assert torch.equal(noisy(x, z), out) and not torch.equal(noisy(x, -z), out)
+    with torch.no_grad():  # the level follows the image: a scale the features set per pixel
+        noisy.noise_scale.weight.fill_(1.0)
+    out2, mean2 = noisy(x, z, with_mean=True)
+    assert torch.equal(mean2, mean)
+    level = ((out2 - mean2) / z).flatten()
+    assert level.min() >= 0 and level.std() > 1e-3
+    with pytest.raises(ValueError, match=r"then in_channels with output_noise"):
+        noisy(x, z[:, :0])
+    both = Refiner(**TWIN_KWARGS, noise_channels=1, block_noise=True, output_noise=True)
+    assert both.noise_planes == 4 and both(x, both.draw_noise(x)).shape == x.shape
+    refined, mean = plain(x, with_mean=True)
+    assert refined is mean  # no output noise: one tensor
 
 
 def test_highpass_residual_is_zero_on_flat_and_linear_images_and_the_highpass_discriminator_sees_it():

@@ -70,9 +70,15 @@ def test_shards_concatenate_to_the_whole_file(tmp_path, refiner):
     assert np.concatenate(parts).tobytes() == open_dataset(tmp_path / "whole.h5")["images"].tobytes()
 
 
-def test_a_noise_refiner_gives_each_row_its_own_noise_whatever_the_batches_or_shards(tmp_path):
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_a_noise_refiner_gives_each_row_its_own_noise_whatever_the_batches_or_shards(tmp_path, where):
     torch.manual_seed(0)
-    noisy = Refiner(channels=8, blocks=2, residual=True, noise_channels=1).eval()
+    if where == "input":
+        noisy = Refiner(channels=8, blocks=2, residual=True, noise_channels=1).eval()
+    else:  # refiner.output_noise, at a level that survives the uint8 rounding
+        noisy = Refiner(channels=8, blocks=2, residual=True, output_noise=True).eval()
+        with torch.no_grad():
+            noisy.noise_scale.bias.fill_(4.0)
     src = tmp_path / "syn.h5"
     _gaze_file(src, n=150)
 

@@ -52,14 +52,14 @@ def _weights(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-# issue 20's levers, all at once: the weight average, R1, PatchNCE, noise inside the blocks, a
-# high-pass and spectrally normalized discriminator
+# issue 20's levers, all at once: the weight average, R1, PatchNCE, noise inside the blocks and at
+# the output, a high-pass and spectrally normalized discriminator
 LEVERS = dict(
     ema=0.9,
     r1=1.0,
     nce=1.0,
     nce_patches=32,
-    refiner_kw=dict(block_noise=True),
+    refiner_kw=dict(block_noise=True, output_noise=True),
     disc_kw=dict(highpass=True, spectral_norm=True),
 )
 
@@ -67,7 +67,7 @@ LEVERS = dict(
 @pytest.mark.parametrize(
     "settings",
     [{}, dict(noise_channels=1), LEVERS],
-    ids=["deterministic", "noise-input", "ema-r1-nce-blocknoise-highpass-sn"],
+    ids=["deterministic", "noise-input", "ema-r1-nce-blocknoise-outputnoise-highpass-sn"],
 )
 def test_resume_gives_bitwise_identical_weights(tmp_path, settings):
     straight = _trainer(tmp_path / "a", steps=8, **settings)
