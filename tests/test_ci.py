@@ -297,3 +297,33 @@ def test_ci_gates_name_metrics_the_project_writes_and_are_documented():
         files = [gate.file] if gate.file else list(flat)
         assert all(isinstance(flat[f].get(gate.key), float) for f in files), spec
         assert f"`{spec}`" in docs, spec
+
+
+def test_tests_of_one_xdist_group_share_a_worker(tmp_path):
+    """The suite's expensive session fixtures (test_pipeline's tiny `dvc repro`, test_flows' Prefect
+    server) are built once because their modules' tests form one xdist group under the README's
+    `pytest -n 2 --dist loadgroup`. pytest 9.2 with pytest-xdist 3.8 dropped the group silently
+    (xdist renames nodeids through an attribute pytest 9.2 no longer reads): the tiny repro ran on
+    both workers, 4.5 more minutes of CI, and tests that commit in its repository met each other."""
+    (tmp_path / "test_grouped.py").write_text(
+        "import os, time, pytest\n"
+        'pytestmark = [pytest.mark.xdist_group("shared")]\n'
+        "@pytest.fixture(scope='session')\n"
+        "def worker():\n"
+        "    return os.getpid()\n"
+        "@pytest.mark.parametrize('i', range(4))\n"
+        "def test_grouped(worker, i):\n"
+        "    time.sleep(0.2)\n"
+        "    print('PID', worker)\n"
+    )
+    (tmp_path / "test_other.py").write_text("def test_a():\n    pass\ndef test_b():\n    pass\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider", "-rA", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    pids = set(re.findall(r"^PID (\d+)$", out.stdout, re.M))
+    assert len(pids) == 1, f"one group ran on {len(pids)} workers:\n{out.stdout}"
