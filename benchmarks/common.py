@@ -26,7 +26,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simgan.device import cpu_kind  # noqa: F401  (re-exported: the benchmarks' machine record)
 from simgan.io import write_json_atomic
 
 
@@ -42,12 +41,13 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    from simgan.device import resolve_bf16
+    from simgan.device import kernel_caps, resolve_bf16
 
     info = {
         "cpu_model": cpu_model(),
-        # amx | avx512_bf16 | avx512 | avx2: oneDNN's kernels, so bf16's speed and the bits
-        "cpu_kind": cpu_kind(),
+        # cpu_kind (amx | avx512_bf16 | avx512 | avx2: oneDNN's kernels, so bf16's speed and the
+        # bits) and the kernel caps set in the environment
+        **kernel_caps(),
         "bf16_auto": resolve_bf16("auto", "cpu"),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

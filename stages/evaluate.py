@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from simgan.config import ParamsError, one_of, positive
-from simgan.device import cpu_kind, resolve_bf16
+from simgan.device import kernel_caps, resolve_bf16
 from simgan.evaluation import CURVES, SPLITS, evaluate_task, results_markdown, summary_line, variant_rows
 from simgan.figures import curves_figure, size_figure
 from simgan.io import atomic_path, write_json_atomic, write_text_atomic
@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
     # trained network's bits (README: what reproduces where); the stages of one run share a machine
     gan = f"gan.{task}.train"
     bf16 = resolve_bf16(p.get(f"{gan}.bf16", (bool, str), default="auto"), p.get(f"{gan}.device", str, default="cpu"))
-    result.metrics["numerics"] = {"cpu_kind": cpu_kind(), "gan_bf16": bf16}
+    result.metrics["numerics"] = {**kernel_caps(), "gan_bf16": bf16}
     write_json_atomic(Path("metrics") / f"{task}.json", result.metrics)
     write_text_atomic(Path("plots") / task / curve_file, result.curves.to_csv(index=False))
     if kind == "generic":

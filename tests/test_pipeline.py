@@ -104,9 +104,14 @@ def test_tiny_profile_reproduces_all_metrics(tiny_run):
         assert 0 <= cell["within7_pct"]["mean"] <= 100, row
     for row in ("synthetic_1x", "synthetic_3x", "refined_2x", "real_3x", "constant", "refined_aug_1x"):
         assert 0 <= hand["rows"][row]["pck5_pct"]["mean"] <= 100, row
+    from simgan.device import KERNEL_CAP_VARIABLES, cpu_kind
+
     for m in (gaze, hand):
         assert m["seeds"] == 2 and m["profile"] == "tiny"
         assert 0 <= m["realism"]["refined_vs_real_acc_pct"] <= 100
+        # which kernels made the numbers, as a reader on another CPU needs to know
+        assert m["numerics"]["cpu_kind"] == cpu_kind() and isinstance(m["numerics"]["gan_bf16"], bool)
+        assert set(KERNEL_CAP_VARIABLES) | {"aten_capability"} <= set(m["numerics"])
     assert gaze["label_preservation"]["pupil_shift_px"]["mean"] >= 0
     for rel in (
         "plots/gaze/error_cdf.csv",

@@ -12,6 +12,13 @@ from simgan.config import Params, ParamsError, bf16_setting
 from simgan.device import autocast, resolve_bf16
 
 
+@pytest.fixture(autouse=True)
+def _no_kernel_caps(monkeypatch):
+    """Each test sets the caps it means: none leak in from the shell that runs the suite."""
+    for name in device_mod.KERNEL_CAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.mark.parametrize("amx", [True, False])
 def test_auto_is_bf16_exactly_on_a_cpu_with_amx(monkeypatch, amx):
     monkeypatch.setattr(device_mod, "cpu_has_amx", lambda: amx)
@@ -60,3 +67,38 @@ def test_the_cpu_kind_and_bf16_auto_follow_the_cpu_flags(monkeypatch, tmp_path, 
         assert device_mod.resolve_bf16("auto", "cpu") is (kind == "amx")
     finally:
         device_mod.cpu_flags.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "cpu_amx, cap, kind",
+    [
+        (True, "AVX2", "avx2"),  # the recipe that gave an AVX2 CPU's bits on an AMX Xeon
+        (True, "avx512_core_bf16", "avx512_bf16"),  # oneDNN reads its names in any case
+        (True, "AVX10_1_512", "avx512_bf16"),
+        (True, "AVX512_CORE", "avx512"),
+        (True, "AVX512_CORE_AMX", "amx"),
+        (True, "DEFAULT", "amx"),
+        (False, "AVX512_CORE_AMX", "avx2"),  # a cap above the CPU changes nothing
+    ],
+)
+def test_onednn_isa_cap_lowers_the_cpu_kind_and_turns_auto_bf16_off_below_amx(monkeypatch, cpu_amx, cap, kind):
+    """Under ONEDNN_MAX_CPU_ISA below AMX oneDNN has no AMX kernels, so bf16 would run the slow
+    path of a CPU without them: auto must then pick fp32, and the record must name that kind."""
+    flags = {"fpu", "avx2"} | ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"} if cpu_amx else set())
+    monkeypatch.setattr(device_mod, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert device_mod.cpu_kind() == kind
+    assert resolve_bf16("auto", "cpu") is (kind == "amx")
+    caps = device_mod.kernel_caps()
+    assert caps["cpu_kind"] == kind and caps["ONEDNN_MAX_CPU_ISA"] == cap
+    assert (
+        caps["MKL_ENABLE_INSTRUCTIONS"] is None and caps["aten_capability"] == torch.backends.cpu.get_cpu_capability()
+    )
+
+
+def test_a_bad_onednn_isa_cap_names_the_variable(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX3")
+    with pytest.raises(
+        ValueError, match=r"environment variable ONEDNN_MAX_CPU_ISA: expected one of SSE41, .*got 'AVX3'"
+    ):
+        device_mod.cpu_kind()
