@@ -159,6 +159,14 @@ def matmul_rate(dtype: torch.dtype, n: int, device: torch.device) -> Callable[[]
 CEILING_SIZES = (1024, 2048, 4096)
 
 
+def project_dtype(device: torch.device) -> torch.dtype:
+    """The precision the project's default (`bf16: auto`) runs in on this device: the benchmarks
+    time that path, and measure the matmul ceiling they compare it to in the same precision."""
+    from simgan.device import resolve_bf16
+
+    return torch.bfloat16 if resolve_bf16("auto", device) else torch.float32
+
+
 def ceiling_fns(
     device: torch.device, dtype: torch.dtype = torch.bfloat16, sizes=CEILING_SIZES
 ) -> dict[str, Callable[[], None]]:
