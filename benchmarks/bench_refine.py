@@ -8,8 +8,8 @@ project: refine_dataset HDF5 -> HDF5 as the refine stage runs it, `bf16: auto` (
          and writes overlapped with compute.
 naive:   what a public port does: one PNG decoded with Pillow per image, fp32 NCHW forward one
          image at a time (and, as a fairer baseline, 16 at a time), one PNG written per image.
-The matmul ceiling (in the precision `auto` picks) is measured interleaved with both, so "fraction of ceiling" compares
-numbers taken under the same load. Also checks that the bf16 path stays within one grey level
+The matmul ceiling (in the precision `auto` picks) is measured interleaved with both, so
+"fraction of ceiling" compares numbers taken under the same load. Also checks that the bf16 path stays within one grey level
 of fp32 (the bar: >= 99% of pixels), on a random and on a briefly trained paper refiner.
 --variants adds what else was tried (batch sizes, fp32 channels_last, bf16 NCHW, the previous
 serial loop); --compile adds torch.compile (compile time reported separately).
