@@ -26,11 +26,14 @@ def _same_padding(kernel: int) -> int:
     return kernel // 2
 
 
-def highpass_residual(x: torch.Tensor, gain: float = 10.0) -> torch.Tensor:
-    """`gain` x (the image minus its 3x3 mean, replicate padding): the pixel-level texture (noise,
-    quantization, grain) without the smooth shapes, which is where simulated and real images here
-    differ most. The realism classifier (simgan.metrics) and the high-pass discriminator see it."""
-    local_mean = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+def highpass_residual(x: torch.Tensor, gain: float = 10.0, size: int = 3) -> torch.Tensor:
+    """`gain` x (the image minus its size x size mean, replicate padding): the detail smaller than
+    the window without the smooth shapes. At size 3 that is the pixel-level texture (noise,
+    quantization, grain), where simulated and real images here differ most: the realism classifier
+    (simgan.metrics) and the high-pass discriminator see it. Self-regularization's psi "detail9"
+    (simgan.losses) is the residual of a 9 x 9 mean."""
+    pad = _same_padding(size)
+    local_mean = F.avg_pool2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), size, stride=1)
     return gain * (x - local_mean)
 
 
@@ -313,14 +316,20 @@ HAND_CPU_DISCRIMINATOR_LAYERS: tuple = (
 
 
 class Discriminator(nn.Module):
-    """Fully convolutional; returns N x 1 x h x w per-patch logits ("this patch is refined").
+    """Fully convolutional; returns N x scales x h x w per-patch logits ("this patch is refined").
 
     With `global_output=True` the last feature map is averaged to one location before the final
     1x1 conv: one logit per image, the paper's "global adversarial loss" ablation.
 
     Not in the paper: `highpass=True` shows D each image beside its highpass_residual, as the
     realism classifier sees it, so it judges the texture the simulator lacks; `spectral_norm=True`
-    constrains every convolution's spectral norm to 1 (Miyato et al. 2018), a Lipschitz D."""
+    constrains every convolution's spectral norm to 1 (Miyato et al. 2018), a Lipschitz D;
+    `scales=S` adds S - 1 networks of the same layers that judge the image average-pooled 2x, 4x,
+    ... (the multi-scale D of pix2pixHD, Wang et al. 2018): a coarser scale's patches cover twice
+    the image, so shading at the size of the lids is judged too, not only the local texture. Each
+    scale's logit map is resized to the first's (nearest) and stacked as a channel, so every scale
+    weighs the same in the per-patch means of simgan.losses. With scales=1 the network, its
+    initialisation and its state dict are the single-scale D's."""
 
     def __init__(
         self,
@@ -330,14 +339,37 @@ class Discriminator(nn.Module):
         global_output: bool = False,
         highpass: bool = False,
         spectral_norm: bool = False,
+        scales: int = 1,
     ):
         super().__init__()
         if width <= 0:
             raise ValueError(f"Discriminator width: expected > 0, got {width}")
+        if isinstance(scales, bool) or not isinstance(scales, int) or scales < 1:
+            raise ValueError(f"Discriminator scales: expected an integer >= 1 (1: one scale), got {scales!r}")
+        self.highpass = bool(highpass)
+        self.global_output = global_output
+        self.features, self.head = self._network(
+            2 * in_channels if highpass else in_channels, layers, width, spectral_norm
+        )
+        # built after the first scale's, so scales=1 draws the same initial weights as before
+        self.coarser = nn.ModuleList(
+            nn.ModuleDict(
+                dict(
+                    zip(
+                        ("features", "head"),
+                        self._network(2 * in_channels if highpass else in_channels, layers, width, spectral_norm),
+                    )
+                )
+            )
+            for _ in range(scales - 1)
+        )
+
+    @staticmethod
+    def _network(
+        channels: int, layers: Sequence[tuple], width: float, spectral_norm: bool
+    ) -> tuple[nn.Module, nn.Module]:
         norm = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda conv: conv)
         modules: list[nn.Module] = []
-        self.highpass = bool(highpass)
-        channels = 2 * in_channels if highpass else in_channels
         for spec in layers:
             kind = spec[0]
             if kind == "conv":
@@ -353,17 +385,30 @@ class Discriminator(nn.Module):
                 modules.append(nn.MaxPool2d(kernel, stride=stride, padding=_same_padding(kernel)))
             else:
                 raise ValueError(f"Discriminator layers: unknown layer kind {kind!r}, expected 'conv' or 'pool'")
-        self.features = nn.Sequential(*modules)
-        self.global_output = global_output
-        self.head = norm(nn.Conv2d(channels, 1, 1))
+        return nn.Sequential(*modules), norm(nn.Conv2d(channels, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def scales(self) -> int:
+        return 1 + len(self.coarser)
+
+    def _judge(self, x: torch.Tensor, features: nn.Module, head: nn.Module) -> torch.Tensor:
         if self.highpass:
             x = torch.cat([x, highpass_residual(x)], dim=1)
-        h = self.features(x)
+        h = features(x)
         if self.global_output:
             h = h.mean(dim=(2, 3), keepdim=True)
-        return self.head(h)
+        return head(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self._judge(x, self.features, self.head)
+        if not self.coarser:
+            return logits
+        maps = [logits]
+        for scale in self.coarser:
+            x = F.avg_pool2d(x, 2, ceil_mode=True)
+            coarse = self._judge(x, scale["features"], scale["head"])
+            maps.append(F.interpolate(coarse, size=logits.shape[-2:], mode="nearest"))
+        return torch.cat(maps, dim=1)
 
 
 # Presets: "paper" is the paper's sec. 3.1 / 3.2 (docs/paper.md); "cpu" is the default profile's smaller size, measured to

@@ -178,6 +178,37 @@ def test_highpass_residual_is_zero_on_flat_and_linear_images_and_the_highpass_di
     assert d(x).shape == Discriminator()(x).shape == (2, 1, 9, 14)
 
 
+def test_multiscale_discriminator_judges_each_coarser_scale_with_its_own_network():
+    x = torch.rand(2, 1, 35, 55) * 2 - 1
+    torch.manual_seed(0)
+    single = Discriminator(highpass=True)
+    torch.manual_seed(0)
+    multi = Discriminator(highpass=True, scales=3)
+    # scales=1 is the single-scale D: same first network, same initial weights, same state dict keys
+    assert multi.scales == 3 and single.scales == 1
+    assert set(single.state_dict()) == {k for k in multi.state_dict() if not k.startswith("coarser.")}
+    out = multi(x)
+    assert out.shape == (2, 3, 9, 14) and torch.equal(out[:, :1], single(x))
+    # scale 1 sees the image average-pooled 2x: an edit inside one 2x2 block that keeps its mean is
+    # invisible there (and at 4x), visible at full resolution
+    edited = x.clone()
+    edited[:, :, 10, 20] += 0.2
+    edited[:, :, 11, 21] -= 0.2
+    diff = (multi(edited) - out).abs().amax(dim=(0, 2, 3))
+    assert diff[0] > 0 and diff[1] == 0 and diff[2] == 0
+    # a coarse scale's patch covers twice the image: the left-most patches see columns 0-11 at
+    # full resolution (a 23 px receptive field centred on column 0) and 0-23 at 2x, so a change
+    # from column 16 on reaches their logits at the coarse scale only
+    far = x.clone()
+    far[:, :, :, 16:] = -x[:, :, :, 16:]
+    diff = (multi(far) - out).abs()[..., :, 0].amax(dim=(0, 2))
+    assert diff[0] == 0 and diff[1] > 0
+    assert Discriminator(scales=2, global_output=True)(x).shape == (2, 2, 1, 1)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="Discriminator scales"):
+            Discriminator(scales=bad)
+
+
 def test_spectral_norm_discriminator_has_unit_spectral_norm_convolutions():
     torch.manual_seed(0)
     d = Discriminator(spectral_norm=True).train()

@@ -53,21 +53,21 @@ def _weights(module):
 
 
 # issue 20's levers, all at once: the weight average, R1, PatchNCE, noise inside the blocks and at
-# the output, a high-pass and spectrally normalized discriminator
+# the output, a high-pass, spectrally normalized, two-scale discriminator
 LEVERS = dict(
     ema=0.9,
     r1=1.0,
     nce=1.0,
     nce_patches=32,
     refiner_kw=dict(block_noise=True, output_noise=True),
-    disc_kw=dict(highpass=True, spectral_norm=True),
+    disc_kw=dict(highpass=True, spectral_norm=True, scales=2),
 )
 
 
 @pytest.mark.parametrize(
     "settings",
     [{}, dict(noise_channels=1), LEVERS],
-    ids=["deterministic", "noise-input", "ema-r1-nce-blocknoise-outputnoise-highpass-sn"],
+    ids=["deterministic", "noise-input", "ema-r1-nce-blocknoise-outputnoise-highpass-sn-scales"],
 )
 def test_resume_gives_bitwise_identical_weights(tmp_path, settings):
     straight = _trainer(tmp_path / "a", steps=8, **settings)
