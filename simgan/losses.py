@@ -22,6 +22,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from simgan.nets import highpass_residual
+
 REFINED_LABEL = 1.0
 REAL_LABEL = 0.0
 
@@ -52,8 +54,11 @@ def patch_accuracy(logits: torch.Tensor, target: float) -> float:
 
 
 # psi: the feature transform of self-regularization. "identity" is the paper's default; the others
-# are feature-space choices the paper mentions (mean over colour channels) or that tolerate small
-# local changes while pinning low-frequency content (average pooling).
+# are feature-space choices the paper mentions (mean over colour channels), that tolerate small
+# local changes while pinning low-frequency content (average pooling), or the reverse: "detail9"
+# pins what is smaller than a 9 x 9 window (a pupil's and an iris's edges, texture) and leaves
+# shading broader than it free (a lid's shadow, vignetting), the low-frequency part in which
+# refined and real eyes still differ (docs/experiments.md, session 13).
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
@@ -66,10 +71,15 @@ def _avgpool3(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
+def _detail9(x: torch.Tensor) -> torch.Tensor:
+    return highpass_residual(x, gain=1.0, size=9)
+
+
 PSI: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": _identity,
     "channel_mean": _channel_mean,
     "avgpool3": _avgpool3,
+    "detail9": _detail9,
 }
 
 

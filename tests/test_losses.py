@@ -59,6 +59,19 @@ def test_feature_space_psi():
         self_regularization_loss(ref, syn, "vgg")
 
 
+def test_detail9_psi_frees_broad_shading_and_pins_a_moved_pupil():
+    torch.manual_seed(0)
+    eye = torch.rand(1, 1, 35, 55) * 0.2 - 0.5
+    eye[..., 15:20, 25:30] = -1.0  # a dark 5 px pupil
+    shaded = eye + torch.linspace(0, 0.4, 55)  # a smooth shading ramp across the eye
+    moved = eye.clone()
+    moved[..., 15:20, 25:30] = eye[..., 15:20, 31:36]
+    moved[..., 15:20, 31:36] = -1.0  # the pupil moved 6 px
+    shading = self_regularization_loss(shaded, eye, "detail9").item()
+    assert shading < 0.02 * self_regularization_loss(shaded, eye, "identity").item()
+    assert self_regularization_loss(moved, eye, "detail9").item() > 10 * shading
+
+
 def test_refiner_loss_weights_regularization_by_lambda():
     logits = torch.zeros(1, 1, 9, 14)
     syn = torch.zeros(1, 1, 35, 55)
