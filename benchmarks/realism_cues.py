@@ -29,7 +29,7 @@ from benchmarks.common import machine
 from simgan.config import Params
 from simgan.data.format import open_dataset
 from simgan.io import write_json_atomic
-from simgan.metrics import equalize_hist, realism_accuracy
+from simgan.metrics import equalize_hist, pose_matched_rows, realism_accuracy
 from simgan.sim.eyes import gaze_angles
 
 
@@ -55,19 +55,6 @@ def pose_only_accuracy(pose_a: np.ndarray, pose_b: np.ndarray, seed: int, k: int
     d = ((x[te, None] - x[None, tr]) ** 2).sum(-1)
     votes = y[tr][np.argsort(d, axis=1)[:, :k]].mean(1)
     return float(100 * ((votes > 0.5) == y[te]).mean())
-
-
-def pose_matched_rows(pose_pool: np.ndarray, pose_query: np.ndarray) -> np.ndarray:
-    """For each query pose, the pool row of the nearest pose (standardized), each row used once."""
-    mu, sd = pose_pool.mean(0), pose_pool.std(0)
-    pool, taken, rows = (pose_pool - mu) / sd, np.zeros(len(pose_pool), bool), []
-    for q in (pose_query - mu) / sd:
-        d = ((pool - q) ** 2).sum(1)
-        d[taken] = np.inf
-        j = int(d.argmin())
-        taken[j] = True
-        rows.append(j)
-    return np.array(rows)
 
 
 def box_blur(images: np.ndarray, k: int) -> np.ndarray:

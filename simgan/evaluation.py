@@ -203,7 +203,13 @@ def results_markdown(task: str, metrics: dict, columns: list[str]) -> str:
         f"Label columns identical after refinement: {lp['labels_identical_pct']:.0f}%; mean |pixel change| "
         f"{lp['pixel_change']['mean']:.2f} ± {lp['pixel_change']['std']:.2f} grey levels.",
         f"Visual Turing test (a fresh classifier, 50% = indistinguishable): refined vs real "
-        f"{acc('refined_vs_real_acc_pct')}, synthetic vs real {acc('synthetic_vs_real_acc_pct')}.",
+        f"{acc('refined_vs_real_acc_pct')}, synthetic vs real {acc('synthetic_vs_real_acc_pct')}"
+        + (
+            f"; pose-matched (the synthetic rows of the real labels): refined "
+            f"{acc('refined_vs_real_pose_matched_acc_pct')}, synthetic {acc('synthetic_vs_real_pose_matched_acc_pct')}."
+            if "refined_vs_real_pose_matched_acc_pct" in realism
+            else "."
+        ),
         "",
     ]
     oracle, kid = realism.get("oracle"), realism.get("kid")
@@ -338,13 +344,34 @@ def _predict_job(job: tuple[str, int]) -> np.ndarray:
 _REALISM: dict = {}  # set by evaluate_task before forking the realism workers (fork: no pickling of images)
 
 
+# realism classifier sources -> their keys under metrics["realism"]: the sets as they are, and
+# pose-matched (the synthetic rows whose labels are nearest the real images', refined alike)
+REALISM_SOURCES = {
+    "refined": "refined_vs_real_acc_pct",
+    "synthetic": "synthetic_vs_real_acc_pct",
+    "refined_pose_matched": "refined_vs_real_pose_matched_acc_pct",
+    "synthetic_pose_matched": "synthetic_vs_real_pose_matched_acc_pct",
+}
+
+
 def _realism_pair(job: tuple[str, int]) -> float:
-    """job (source, seed): the classifier of `source` (refined: replicate `seed`'s refined set)
-    against real, trained from `seed`."""
+    """job (source, seed): the classifier of `source` (a REALISM_SOURCES name; refined: replicate
+    `seed`'s refined set) against real, trained from `seed`."""
     r = _REALISM
     source, seed = job
-    other = r["refined"][seed] if source == "refined" else r["synthetic"]
+    other = r[source][seed] if source.startswith("refined") else r[source]
     return M.realism_accuracy(r["real"], other, r["kind"], seed=seed, steps=r["steps"])
+
+
+def _match_labels(path, kind: str, task: str, rows: slice | None, head_pose: bool) -> np.ndarray:
+    """The labels pose matching compares, (N, K): the estimator's labels, and the head pose beside
+    them where both sets have one (the embedded eyes: gaze alone leaves the head's pose a cue)."""
+    with open_dataset(path) as ds:
+        labels, _ = read_training_labels(ds, kind, rows, name=task)
+        out = [np.asarray(labels, np.float64).reshape(len(labels), -1)]
+        if head_pose:
+            out.append(np.asarray(ds.read(["head_pose"], rows)["head_pose"], np.float64).reshape(len(labels), -1))
+    return np.concatenate(out, axis=1)
 
 
 def _over_replicates(per_replicate: list[dict]) -> tuple[dict, dict]:
@@ -489,12 +516,27 @@ def evaluate_task(
     label_pres["replicates"] = lp_reps
     global _REALISM
     _REALISM = {"real": real, "refined": refs, "synthetic": syn[img], "kind": kind, "steps": realism_steps}
-    jobs = [(source, seed) for seed in seeds for source in ("refined", "synthetic")]
+    sources = ["refined", "synthetic"]
+    if reference is not None:  # the real set has labels: match the poses too
+        with open_dataset(files["synthetic"]) as s_ds, open_dataset(files["real"]) as r_ds:
+            head_pose = "head_pose" in s_ds and "head_pose" in r_ds
+            matched_images = s_ds[img]
+        rows_matched = M.pose_matched_rows(
+            _match_labels(files["synthetic"], kind, task, None, head_pose),
+            _match_labels(files["real"], kind, task, slice(0, min(len(real), len(matched_images))), head_pose),
+        )
+        _REALISM["synthetic_pose_matched"] = matched_images[rows_matched]
+        _REALISM["refined_pose_matched"] = {}
+        for seed in seeds:
+            with open_dataset(refined_files[seed]) as ds:
+                _REALISM["refined_pose_matched"][seed] = ds[ds.image_key][rows_matched]
+        sources += ["refined_pose_matched", "synthetic_pose_matched"]
+    jobs = [(source, seed) for seed in seeds for source in sources]
     accs = dict(map_processes(_realism_pair, jobs, workers, threads))
     realism, realism_reps = {}, {}
-    for source in ("refined", "synthetic"):
+    for source in sources:
         values = [float(accs[(source, seed)]) for seed in seeds]
-        key = f"{source}_vs_real_acc_pct"
+        key = REALISM_SOURCES[source]
         realism[key] = float(np.mean(values))
         realism_reps[key] = {"std": M.mean_std(values)["std"], "values": values}
     realism["replicates"] = realism_reps

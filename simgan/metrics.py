@@ -244,6 +244,31 @@ class _RealismNet(nn.Module):
         return self.body(torch.cat([x, highpass_residual(x, self.RESIDUAL_GAIN)], dim=1)).squeeze(1)
 
 
+def pose_matched_rows(pool, query) -> np.ndarray:
+    """For each row of `query` (N, ...) labels, the row of `pool` (M >= N, ...) with the nearest
+    labels, each pool row used once (greedy in query order; every label column standardized over
+    the pool). Indexing a synthetic or refined set with it gives a set with the query's label
+    distribution: the realism classifier on pose-matched sets cannot win on the poses alone, which
+    a label-keeping refiner cannot change (docs/experiments.md, session 13)."""
+    p = _arr(pool, "pool").reshape(len(pool), -1)
+    q = _arr(query, "query").reshape(len(query), -1)
+    if p.shape[1] != q.shape[1] or len(q) == 0 or len(p) < len(q):
+        raise ValueError(
+            f"pose matching: expected at least as many pool rows as query rows ({len(q)}) with the same "
+            f"label columns, got pool {p.shape} and query {q.shape}"
+        )
+    mu, sd = p.mean(0), p.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    p, q = (p - mu) / sd, (q - mu) / sd
+    taken, rows = np.zeros(len(p), bool), np.empty(len(q), np.int64)
+    for i, x in enumerate(q):
+        d = ((p - x) ** 2).sum(1)
+        d[taken] = np.inf
+        rows[i] = j = int(d.argmin())
+        taken[j] = True
+    return rows
+
+
 def realism_accuracy(
     real_images,
     other_images,

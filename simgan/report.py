@@ -344,7 +344,12 @@ UNTRAINED_REALISM_POINTS = 5.0
 def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
     """Automated Turing test: a held-out classifier's accuracy at telling each pair apart (50% =
     indistinguishable), beside the paper's human visual Turing test (gaze only)."""
-    labels = {"refined_vs_real_acc_pct": "refined vs real", "synthetic_vs_real_acc_pct": "synthetic vs real"}
+    labels = {
+        "refined_vs_real_acc_pct": "refined vs real",
+        "synthetic_vs_real_acc_pct": "synthetic vs real",
+        "refined_vs_real_pose_matched_acc_pct": "refined vs real, pose-matched",
+        "synthetic_vs_real_pose_matched_acc_pct": "synthetic vs real, pose-matched",
+    }
     body, notes = [], []
     for task, metrics in metrics_by_task.items():
         realism = (metrics or {}).get("realism") or {}
@@ -354,7 +359,7 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
                 continue
             if not _is_num(value):
                 raise SimganError(f"{task} metrics: realism.{key}: expected a number, got {value!r}")
-            paper = PAPER["realism"][key] if task == "gaze" else None
+            paper = PAPER["realism"].get(key) if task == "gaze" else None
             std = _replicate_std(realism, key)
             body.append(
                 [
@@ -380,7 +385,9 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
             ["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)", f"Paper {RECALLED}"], body
         )
         + "\n\n50% means the classifier cannot tell the pair apart; the paper's numbers are people's "
-        "accuracy in a visual Turing test, so only the direction is comparable."
+        "accuracy in a visual Turing test, so only the direction is comparable. Pose-matched: the "
+        "synthetic rows whose labels are nearest the real images' (refined: the same rows), so the "
+        "simulator's pose distribution, which a label-keeping refiner cannot change, gives nothing away."
         + over
         + "".join(f"\n\n{n}" for n in notes)
     )

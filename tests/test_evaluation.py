@@ -361,11 +361,9 @@ def test_two_variants_on_one_row_are_an_error_naming_both():
     )
 
 
-def test_the_oracle_and_kid_score_each_set_with_the_real_trained_estimators(gaze_task):
-    """Issue 20's field-standard scores: replicate k's real-trained estimator on the synthetic and
-    on replicate k's refined images, against the synthetic labels (the oracle), and its features
-    for KID to the real test set, with the real-vs-real floor."""
-    files, models, arrays = gaze_task
+def _evaluate_with_a_real_row(files, models, arrays):
+    """The task evaluated with a real variant too (estimators trained on the labelled real set
+    for two steps): its models, and the metrics."""
     real = arrays["real"]
     real_models = {
         s: train_estimator(
@@ -386,6 +384,15 @@ def test_the_oracle_and_kid_score_each_set_with_the_real_trained_estimators(gaze
         realism_steps=2,
         profile="test",
     ).metrics
+    return real_models, m
+
+
+def test_the_oracle_and_kid_score_each_set_with_the_real_trained_estimators(gaze_task):
+    """Issue 20's field-standard scores: replicate k's real-trained estimator on the synthetic and
+    on replicate k's refined images, against the synthetic labels (the oracle), and its features
+    for KID to the real test set, with the real-vs-real floor."""
+    real_models, m = _evaluate_with_a_real_row(*gaze_task)
+    files, models, arrays = gaze_task
     o = m["realism"]["oracle"]
     assert o["estimator"] == "real_1x" and o["metric"] == "mean_error_deg" and o["replicates"] == 2
     assert o["real"]["values"] == m["rows"]["real_1x"]["mean_error_deg"]["values"]
@@ -412,6 +419,37 @@ def test_the_oracle_and_kid_score_each_set_with_the_real_trained_estimators(gaze
     text = realism_scores_md({"gaze": m})
     assert "Oracle" in text and "KID x 1000" in text
     assert ("the order fails" in text) == (sum(between) < 2)
+
+
+def test_pose_matched_realism_sets_the_synthetic_and_refined_rows_of_the_real_poses_against_real(
+    gaze_task, monkeypatch
+):
+    """With a labelled real set, the realism classifiers run twice more per replicate: on the
+    synthetic rows whose labels are nearest the real images' (each used once), and on replicate
+    k's refined images of the same rows, so the poses alone give nothing away. The classifier is
+    replaced by one whose answer tells which images and seed it got."""
+    files, models, arrays = gaze_task
+
+    def fake_realism(real, other, kind, *, seed, steps):
+        return float(np.mean(other)) + 1000.0 * seed
+
+    monkeypatch.setattr(M, "realism_accuracy", fake_realism)
+    _, m = _evaluate_with_a_real_row(files, models, arrays)
+    rows = M.pose_matched_rows(arrays["synthetic"]["gaze"], arrays["real"]["gaze"][:32])
+    assert len(set(rows.tolist())) == 32 and sorted(rows.tolist()) != list(range(32))
+    reps = m["realism"]["replicates"]
+    for i, k in enumerate(SEEDS):
+        synthetic, refined = arrays["synthetic"]["images"][rows], arrays["refined"][k]["images"][rows]
+        assert reps["synthetic_vs_real_pose_matched_acc_pct"]["values"][i] == pytest.approx(
+            np.mean(synthetic) + 1000.0 * k
+        )
+        assert reps["refined_vs_real_pose_matched_acc_pct"]["values"][i] == pytest.approx(np.mean(refined) + 1000.0 * k)
+        # the sets as they are stay the first realism_n rows
+        assert reps["synthetic_vs_real_acc_pct"]["values"][i] == pytest.approx(
+            np.mean(arrays["synthetic"]["images"][:32]) + 1000.0 * k
+        )
+    # without a labelled real row there is nothing to match on
+    assert "refined_vs_real_pose_matched_acc_pct" not in _evaluate(files, models).metrics["realism"]
 
 
 def test_unrefined_images_score_as_synthetic_on_the_oracle(gaze_task):

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from simgan import metrics as M
 from simgan.metrics import (
     angular_error_deg,
     constant_prediction,
@@ -190,3 +191,15 @@ def test_realism_accuracy_sees_the_depth_sensor_alone():
         return H.normalize_depth(full, cam.z_centre)
 
     assert realism_accuracy(render(1, True), render(0, False), "hand", seed=0, steps=200, batch_size=32) >= 90.0
+
+
+def test_pose_matching_takes_the_nearest_pool_row_of_each_query_once():
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(50, 2, 3))
+    query = pool[[7, 3, 41]] + 1e-3  # near copies: each finds its own row
+    assert M.pose_matched_rows(pool, query).tolist() == [7, 3, 41]
+    # a row is used once: two queries at one pose take it and its nearest neighbour
+    twice = M.pose_matched_rows(pool, pool[[5, 5]])
+    assert twice[0] == 5 and twice[1] != 5
+    with pytest.raises(ValueError, match="at least as many pool rows"):
+        M.pose_matched_rows(pool[:2], pool[:3])
