@@ -380,6 +380,12 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
         return "_No realism metrics._"
     n = _replicates_in(metrics_by_task, "realism")
     over = f" Accuracy: mean ± std over {n} whole-pipeline replicates." if n else ""
+    restarts = {int((m or {}).get("realism", {}).get("restarts", 1)) for m in metrics_by_task.values()}
+    if max(restarts, default=1) > 1:
+        over += (
+            f" Each accuracy is the best of {'/'.join(map(str, sorted(restarts)))} classifiers trained from other "
+            "seeds: one that fails to train would read as realism."
+        )
     return (
         md_table(
             ["Task", "Pair", "Classifier accuracy (%)", "Distance from chance (points)", f"Paper {RECALLED}"], body

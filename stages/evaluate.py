@@ -80,6 +80,7 @@ def main(argv: list[str]) -> None:
         base_n=p.get(f"estimator.{task}.base_n", int, positive),
         realism_n=p.get(f"{key}.realism_n", int, positive),
         realism_steps=p.get(f"{key}.realism_steps", int, positive),
+        realism_restarts=p.get(f"{key}.realism_restarts", int, positive, default=1),
         knn_k=p.get(f"{key}.knn_k", int, positive) if knn else None,
         knn_train_n=p.get(f"{key}.knn_train_n", int, positive) if knn else None,
         device=device_param(p, f"{key}.device"),

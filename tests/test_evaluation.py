@@ -144,7 +144,7 @@ def test_evaluate_task_scores_every_row_over_the_seeds(gaze_task):
         ]
     )
     assert set(m["label_preservation"]["pupil_shift_px"]) == {"mean", "std"}
-    assert set(m["realism"]) == {"refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct", "replicates"}
+    assert set(m["realism"]) == {"refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct", "replicates", "restarts"}
     assert all(0 <= m["realism"][k] <= 100 for k in ("refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct"))
     # one curve column per row, one prediction row per (test image, row, seed)
     assert list(result.curves.columns) == ["threshold_deg", *m["rows"]] and len(result.curves) == 31
@@ -183,6 +183,28 @@ def test_each_replicate_is_scored_with_its_own_refined_file(gaze_task, monkeypat
     shifts = m["label_preservation"]["replicates"]["pupil_shift_px"]
     assert m["label_preservation"]["pupil_shift_px"]["mean"] == pytest.approx(np.mean(shifts["values"]))
     assert shifts["std"] == pytest.approx(np.std(shifts["values"], ddof=1))
+
+
+def test_each_realism_classifier_is_the_best_of_its_restarts(gaze_task, monkeypatch):
+    """With realism_restarts R, replicate k's classifiers train from seeds k, k + 1000, ... and the
+    best accuracy counts: a classifier that failed to train (50%) is not read as realism."""
+    files, models, _ = gaze_task
+    seen = []
+
+    def fake_realism(real, other, kind, *, seed, steps):
+        seen.append(seed)
+        return 50.0 if seed < 1000 else 90.0 + seed % 1000  # restart 0 "fails"
+
+    monkeypatch.setattr(M, "realism_accuracy", fake_realism)
+    one = _evaluate(files, models).metrics["realism"]
+    assert one["restarts"] == 1 and one["replicates"]["refined_vs_real_acc_pct"]["values"] == [50.0, 50.0]
+    seen.clear()
+    two = _evaluate(files, models, realism_restarts=2).metrics["realism"]
+    assert two["restarts"] == 2 and sorted(set(seen)) == [0, 1, 1000, 1001]
+    for key in ("refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct"):
+        assert two["replicates"][key]["values"] == [90.0, 91.0]
+    with pytest.raises(SimganError, match="realism_restarts: expected an integer >= 1, got 0"):
+        _evaluate(files, models, realism_restarts=0)
 
 
 def test_a_missing_replicate_refined_file_is_an_error_naming_its_seed(gaze_task):
