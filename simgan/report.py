@@ -380,11 +380,16 @@ def realism_table_md(metrics_by_task: Mapping[str, Mapping]) -> str:
         return "_No realism metrics._"
     n = _replicates_in(metrics_by_task, "realism")
     over = f" Accuracy: mean ± std over {n} whole-pipeline replicates." if n else ""
-    restarts = {int((m or {}).get("realism", {}).get("restarts", 1)) for m in metrics_by_task.values()}
-    if max(restarts, default=1) > 1:
+    rechecks = {
+        (int(r.get("restarts", 1)), r.get("recheck_below_pct"))
+        for r in ((m or {}).get("realism") or {} for m in metrics_by_task.values())
+        if int(r.get("restarts", 1)) > 1
+    }
+    for restarts, below in sorted(rechecks, key=str):
+        bar = f"under {_fmt(below, 0)}% " if below is not None else ""
         over += (
-            f" Each accuracy is the best of {'/'.join(map(str, sorted(restarts)))} classifiers trained from other "
-            "seeds: one that fails to train would read as realism."
+            f" An accuracy {bar}was rechecked by up to {restarts - 1} more classifiers from other seeds, "
+            "the best counting: one that fails to train would read as realism."
         )
     return (
         md_table(

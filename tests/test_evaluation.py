@@ -144,7 +144,13 @@ def test_evaluate_task_scores_every_row_over_the_seeds(gaze_task):
         ]
     )
     assert set(m["label_preservation"]["pupil_shift_px"]) == {"mean", "std"}
-    assert set(m["realism"]) == {"refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct", "replicates", "restarts"}
+    assert set(m["realism"]) == {
+        "refined_vs_real_acc_pct",
+        "synthetic_vs_real_acc_pct",
+        "replicates",
+        "restarts",
+        "recheck_below_pct",
+    }
     assert all(0 <= m["realism"][k] <= 100 for k in ("refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct"))
     # one curve column per row, one prediction row per (test image, row, seed)
     assert list(result.curves.columns) == ["threshold_deg", *m["rows"]] and len(result.curves) == 31
@@ -185,26 +191,35 @@ def test_each_replicate_is_scored_with_its_own_refined_file(gaze_task, monkeypat
     assert shifts["std"] == pytest.approx(np.std(shifts["values"], ddof=1))
 
 
-def test_each_realism_classifier_is_the_best_of_its_restarts(gaze_task, monkeypatch):
-    """With realism_restarts R, replicate k's classifiers train from seeds k, k + 1000, ... and the
-    best accuracy counts: a classifier that failed to train (50%) is not read as realism."""
+def test_a_realism_accuracy_under_the_recheck_bar_gets_more_classifiers_and_the_best_counts(gaze_task, monkeypatch):
+    """Replicate k's classifiers train from seed k; one under realism_recheck_below is rechecked
+    from seeds k + 1000, k + 2000, ... up to realism_restarts, and the best counts: a classifier
+    that failed to train (50%) is not read as realism, and one that told the sets apart is not
+    retrained."""
     files, models, _ = gaze_task
     seen = []
 
     def fake_realism(real, other, kind, *, seed, steps):
         seen.append(seed)
-        return 50.0 if seed < 1000 else 90.0 + seed % 1000  # restart 0 "fails"
+        # replicate 0 fails from seeds 0 and 1000; replicate 1 trains at once
+        return {0: 50.0, 1000: 52.0, 2000: 95.0}.get(seed, 99.0)
 
     monkeypatch.setattr(M, "realism_accuracy", fake_realism)
     one = _evaluate(files, models).metrics["realism"]
-    assert one["restarts"] == 1 and one["replicates"]["refined_vs_real_acc_pct"]["values"] == [50.0, 50.0]
+    assert one["restarts"] == 1 and one["replicates"]["refined_vs_real_acc_pct"]["values"] == [50.0, 99.0]
     seen.clear()
-    two = _evaluate(files, models, realism_restarts=2).metrics["realism"]
-    assert two["restarts"] == 2 and sorted(set(seen)) == [0, 1, 1000, 1001]
+    three = _evaluate(files, models, realism_restarts=3, realism_recheck_below=90).metrics["realism"]
+    assert three["restarts"] == 3 and three["recheck_below_pct"] == 90
+    assert sorted(seen) == [0, 0, 1, 1, 1000, 1000, 2000, 2000]  # refined and synthetic, replicate 1 once
     for key in ("refined_vs_real_acc_pct", "synthetic_vs_real_acc_pct"):
-        assert two["replicates"][key]["values"] == [90.0, 91.0]
+        assert three["replicates"][key]["values"] == [95.0, 99.0]
+    seen.clear()
+    lenient = _evaluate(files, models, realism_restarts=3, realism_recheck_below=40).metrics["realism"]
+    assert sorted(seen) == [0, 0, 1, 1] and lenient["replicates"]["refined_vs_real_acc_pct"]["values"] == [50.0, 99.0]
     with pytest.raises(SimganError, match="realism_restarts: expected an integer >= 1, got 0"):
         _evaluate(files, models, realism_restarts=0)
+    with pytest.raises(SimganError, match=r"realism_recheck_below: expected a percentage in \[0, 100\], got 120"):
+        _evaluate(files, models, realism_recheck_below=120)
 
 
 def test_a_missing_replicate_refined_file_is_an_error_naming_its_seed(gaze_task):

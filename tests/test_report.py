@@ -246,6 +246,16 @@ def test_realism_and_label_preservation_tables():
     assert "| gaze | pupil centre shift (px) | 1.0 ± 0.7 | 1.1 ± 0.8 |" in lp
     assert "| hand | joint depth shift | 0.50 ± 0.20 |  |" in lp  # below 1: two decimals (0.07 read 0.1)
     assert report.realism_table_md({"gaze": {"rows": {}}}) == "_No realism metrics._"
+    assert "rechecked" not in realism
+    both["hand"]["realism"].update(
+        restarts=3,
+        recheck_below_pct=90.0,
+        refined_vs_real_pose_matched_acc_pct=98.0,
+        synthetic_vs_real_pose_matched_acc_pct=99.0,
+    )
+    realism = report.realism_table_md(both)
+    assert "An accuracy under 90% was rechecked by up to 2 more classifiers from other seeds" in realism
+    assert "| hand | refined vs real, pose-matched | 98.0 | 48.0 |  |" in realism
 
 
 def test_report_md_assembles_present_tasks():
