@@ -7,7 +7,9 @@ on how many worker processes ran or in what order they finished: same seed, same
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection
 import os
+import pickle
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -68,9 +70,10 @@ def _set_threads(threads: int = 1) -> None:
     """A forked worker's initializer: `threads` torch/BLAS threads, and signals left to the parent.
 
     Ctrl-C reaches the whole process group; the workers ignore it, so only the parent stops (one
-    "interrupted" line, its `with` blocks remove the temp output) and its pool terminates them
-    with SIGTERM, which must kill them quietly: a handler the parent installed (simgan.cli turns
-    SIGTERM into an exception) would otherwise be inherited and print a traceback per worker."""
+    "interrupted" line, its `with` blocks remove the temp output) and kills them (map_processes)
+    or its pool terminates them with SIGTERM (map_chunks), which must kill them quietly: a handler
+    the parent installed (simgan.cli turns SIGTERM into an exception) would otherwise be inherited
+    and print a traceback per worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -85,6 +88,30 @@ def _call_item(args):
     return item, fn(item)
 
 
+class WorkerDied(RuntimeError):
+    """A map_processes worker ended without sending its result (killed, or os._exit)."""
+
+
+def _run_item(conn, fn, item, threads: int) -> None:
+    """The body of one forked map_processes worker: fn(item), or the exception it raised, sent to
+    the parent over this worker's own pipe."""
+    _set_threads(threads)
+    try:
+        result = (True, fn(item))
+    except BaseException as e:  # SystemExit too: the parent decides what a failure means
+        result = (False, e)
+    # plain pickle, by value: multiprocessing's pickler would share a tensor's storage through a
+    # file descriptor that this process, about to exit, could no longer hand over
+    try:
+        payload = pickle.dumps(result)
+    except Exception as e:  # a result or an exception that does not pickle
+        payload = pickle.dumps(
+            (False, RuntimeError(f"map_processes: the result for item {item!r} does not pickle: {e!r}"))
+        )
+    conn.send_bytes(payload)
+    conn.close()
+
+
 def map_processes(
     fn: Callable[[object], object],
     items: Sequence,
@@ -95,15 +122,23 @@ def map_processes(
 ) -> Iterator[tuple[object, object]]:
     """Yield (item, fn(item)) for independent runs (one per seed, say) as each one finishes.
 
-    Up to `workers` forked processes with `threads` torch threads each. A result depends on its
-    item and `threads` only, never on `workers`: the same computation runs in a worker as in
-    this process. On the 2-vCPU machine here, 2 single-thread workers trained 4 seeds 1.27x faster
-    than one 2-thread process on a quiet machine and 1.73x under load (benchmarks/bench_seeds.py);
-    the main point is a thread count that does not vary. `fn` must be picklable (a top-level
-    function or a partial of one); the caller should not have run torch with more than `threads`
-    threads before (fork safety). `poll()`: called in this process every `poll_s` seconds while
-    it waits for the workers, and after each result (a progress bar fed by a StepCounter: the
-    parent's main thread draws it, no thread is running when the workers are forked)."""
+    Up to `workers` forked processes at a time, one per item, with `threads` torch threads each. A
+    result depends on its item and `threads` only, never on `workers`: the same computation runs
+    in a worker as in this process. On the 2-vCPU machine here, 2 single-thread workers trained 4
+    seeds 1.27x faster than one 2-thread process on a quiet machine and 1.73x under load
+    (benchmarks/bench_seeds.py); the main point is a thread count that does not vary. `fn` must be
+    picklable (a top-level function or a partial of one); the caller should not have run torch
+    with more than `threads` threads before (fork safety). `poll()`: called in this process every
+    `poll_s` seconds while it waits for the workers, and after each result (a progress bar fed by
+    a StepCounter: the parent's main thread draws it, no thread is running when the workers are
+    forked).
+
+    An exception in fn(item) is raised here, after the other workers are killed; a worker that
+    dies without a result raises WorkerDied naming its item. Each worker sends its result over a
+    pipe of its own and shares no lock with the others: multiprocessing.Pool's workers share one
+    locked result queue, and Pool.terminate (on the first failure) could kill a worker in the middle
+    of sending, leaving that lock held and the stage hung for good (seen in tests/faults'
+    divergence test, session 15)."""
     items = list(items)
     if workers < 1 or threads < 1:
         raise ValueError(f"workers/threads: expected >= 1, got {workers}/{threads}")
@@ -112,20 +147,42 @@ def map_processes(
             yield _call_item((fn, item))
         return
     ctx = mp.get_context("fork")
-    with ctx.Pool(min(workers, len(items)), initializer=_set_threads, initargs=(threads,)) as pool:
-        results = pool.imap_unordered(_call_item, [(fn, item) for item in items])
-        if poll is None:
-            yield from results
-            return
-        for _ in items:
-            while True:
+    waiting, running = list(items), {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                item = waiting.pop(0)
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_run_item, args=(writer, fn, item, threads), daemon=True)
+                proc.start()
+                writer.close()  # the worker's copy is the only writer: EOF here when it dies
+                running[reader] = (proc, item)
+            ready = mp.connection.wait(list(running), timeout=poll_s if poll is not None else None)
+            if not ready:
+                poll()
+                continue
+            for conn in ready:
+                proc, item = running.pop(conn)
                 try:
-                    result = results.next(timeout=poll_s)
-                    break
-                except mp.TimeoutError:
+                    ok, value = pickle.loads(conn.recv_bytes())
+                except EOFError:
+                    proc.join()
+                    raise WorkerDied(
+                        f"map_processes: the worker for item {item!r} ended without a result (exit code {proc.exitcode})"
+                    ) from None
+                finally:
+                    conn.close()
+                proc.join()
+                if not ok:
+                    raise value
+                if poll is not None:
                     poll()
-            poll()
-            yield result
+                yield item, value
+    finally:
+        for conn, (proc, _) in running.items():
+            proc.kill()
+            proc.join()
+            conn.close()
 
 
 class StepCounter:
@@ -143,8 +200,8 @@ class StepCounter:
 
     @property
     def value(self) -> int:
-        # read without the lock (an aligned 64-bit load): a worker terminated inside `add`, as
-        # Pool.terminate does when another worker failed, leaves the lock held forever, and a
+        # read without the lock (an aligned 64-bit load): a worker killed inside `add`, as
+        # map_processes does when another worker failed, leaves the lock held forever, and a
         # locked read here hung the stage instead of reporting the error
         return self._value.get_obj().value
 
