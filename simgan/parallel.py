@@ -59,23 +59,28 @@ def map_chunks(
         for job in jobs:
             yield _call(job)
         return
-    # fork keeps start-up cheap; each worker limits torch/BLAS threads so processes don't oversubscribe.
-    ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_set_threads) as pool:
-        # imap (ordered) keeps output order == chunk order, so writers can stream.
-        yield from pool.imap(_call, jobs)
+    # map_processes' forked workers (one thread each; no lock shared between them, so a failing
+    # chunk cannot hang the run), put back in chunk order so writers can stream: at most about
+    # `workers` finished chunks wait for an earlier one
+    done, next_k = {}, 0
+    for _, (k, result) in map_processes(_call, jobs, workers):
+        done[k] = result
+        while next_k in done:
+            yield next_k, done.pop(next_k)
+            next_k += 1
 
 
 def _set_threads(threads: int = 1) -> None:
     """A forked worker's initializer: `threads` torch/BLAS threads, and signals left to the parent.
 
-    Ctrl-C reaches the whole process group; the workers ignore it, so only the parent stops (one
-    "interrupted" line, its `with` blocks remove the temp output) and kills them (map_processes)
-    or its pool terminates them with SIGTERM (map_chunks), which must kill them quietly: a handler
-    the parent installed (simgan.cli turns SIGTERM into an exception) would otherwise be inherited
-    and print a traceback per worker."""
+    Ctrl-C reaches the whole process group, and so does a scheduler's SIGTERM: the workers ignore
+    both, so only the parent stops (one "interrupted" line, its `with` blocks remove the temp
+    output) and kills them with SIGKILL (map_processes). A worker that died of the group's signal
+    would otherwise race the parent's own handler and be reported as a worker that ended without
+    a result; and a handler the parent installed (simgan.cli turns SIGTERM into an exception)
+    would be inherited and print a traceback per worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     # only when the parent already loaded torch: importing it here would cost seconds per pool
     torch = sys.modules.get("torch")
@@ -92,11 +97,16 @@ class WorkerDied(RuntimeError):
     """A map_processes worker ended without sending its result (killed, or os._exit)."""
 
 
+def _short(item, limit: int = 120) -> str:
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _run_item(conn, fn, item, threads: int) -> None:
     """The body of one forked map_processes worker: fn(item), or the exception it raised, sent to
     the parent over this worker's own pipe."""
-    _set_threads(threads)
     try:
+        _set_threads(threads)
         result = (True, fn(item))
     except BaseException as e:  # SystemExit too: the parent decides what a failure means
         result = (False, e)
@@ -168,7 +178,7 @@ def map_processes(
                 except EOFError:
                     proc.join()
                     raise WorkerDied(
-                        f"map_processes: the worker for item {item!r} ended without a result (exit code {proc.exitcode})"
+                        f"map_processes: the worker for item {_short(item)} ended without a result (exit code {proc.exitcode})"
                     ) from None
                 finally:
                     conn.close()

@@ -89,12 +89,12 @@ def test_mask_crop_and_joint_positions_exact(tmp_path):
             assert sj[k, j, 2] == pytest.approx((d - centre_s) / 2000.0, abs=1e-6)
 
 
-def _no_init():
+def _no_init(threads=1):
     pass
 
 
 def test_resized_parallel_and_deterministic(tmp_path, monkeypatch):
-    # The pool initializer imports torch in each worker (seconds here); it does not affect the output.
+    # The worker initializer imports torch in each worker (seconds here); it does not affect the output.
     monkeypatch.setattr(parallel, "_set_threads", _no_init)
     _dataset(tmp_path, n=5)
     a = NYUConfig(size=24, workers=1, chunk=2)
