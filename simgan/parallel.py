@@ -55,13 +55,9 @@ def map_chunks(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers: expected >= 1, got {workers}")
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield _call(job)
-        return
     # map_processes' forked workers (one thread each; no lock shared between them, so a failing
-    # chunk cannot hang the run), put back in chunk order so writers can stream: at most about
-    # `workers` finished chunks wait for an earlier one
+    # chunk cannot hang the run; in this process with one worker), put back in chunk order so
+    # writers can stream: at most about `workers` finished chunks wait for an earlier one
     done, next_k = {}, 0
     for _, (k, result) in map_processes(_call, jobs, workers):
         done[k] = result
@@ -82,15 +78,10 @@ def _set_threads(threads: int = 1) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    # only when the parent already loaded torch: importing it here would cost seconds per pool
+    # only when the parent already loaded torch: importing it here would cost seconds per worker
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
-
-
-def _call_item(args):
-    fn, item = args
-    return item, fn(item)
 
 
 class WorkerDied(RuntimeError):
@@ -116,7 +107,7 @@ def _run_item(conn, fn, item, threads: int) -> None:
         payload = pickle.dumps(result)
     except Exception as e:  # a result or an exception that does not pickle
         payload = pickle.dumps(
-            (False, RuntimeError(f"map_processes: the result for item {item!r} does not pickle: {e!r}"))
+            (False, RuntimeError(f"map_processes: the result for item {_short(item)} does not pickle: {e!r}"))
         )
     conn.send_bytes(payload)
     conn.close()
@@ -154,7 +145,7 @@ def map_processes(
         raise ValueError(f"workers/threads: expected >= 1, got {workers}/{threads}")
     if workers == 1 or len(items) <= 1:
         for item in items:
-            yield _call_item((fn, item))
+            yield item, fn(item)
         return
     ctx = mp.get_context("fork")
     waiting, running = list(items), {}
