@@ -6,6 +6,7 @@ on how many worker processes ran or in what order they finished: same seed, same
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -88,6 +89,31 @@ class WorkerDied(RuntimeError):
     """A map_processes worker ended without sending its result (killed, or os._exit)."""
 
 
+# Every map_processes worker started and not yet reaped. A caller that stops reading the results (an
+# exception in the loop body: SIGTERM while a chunk is written, say) leaves the generator suspended,
+# and where a reference cycle or a module global keeps it alive its `finally` runs only after the
+# interpreter's exit handlers. multiprocessing's own handler sends its daemonic children SIGTERM,
+# which these workers ignore, and joins them: a worker blocked sending a result larger than the
+# pipe's buffer to a parent that no longer reads waited forever, and so did the interrupted command
+# (tests/test_cli_inputs.py in CI, session 16). This handler, registered after multiprocessing's
+# (importing multiprocessing.connection registered that one) and so run before it, kills them.
+_LIVE_WORKERS: set = set()
+
+
+@atexit.register
+def _kill_live_workers() -> None:
+    for proc in list(_LIVE_WORKERS):
+        _reap(proc, kill=True)
+
+
+def _reap(proc, kill: bool = False) -> None:
+    if proc.pid is not None:  # started
+        if kill:
+            proc.kill()
+        proc.join()
+    _LIVE_WORKERS.discard(proc)
+
+
 def _short(item, limit: int = 120) -> str:
     text = repr(item)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -96,6 +122,7 @@ def _short(item, limit: int = 120) -> str:
 def _run_item(conn, fn, item, threads: int) -> None:
     """The body of one forked map_processes worker: fn(item), or the exception it raised, sent to
     the parent over this worker's own pipe."""
+    _LIVE_WORKERS.clear()  # the siblings inherited from the parent are not this worker's to kill
     try:
         _set_threads(threads)
         result = (True, fn(item))
@@ -155,6 +182,7 @@ def map_processes(
                 item = waiting.pop(0)
                 reader, writer = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_run_item, args=(writer, fn, item, threads), daemon=True)
+                _LIVE_WORKERS.add(proc)  # before start: an interrupt between the two must not lose it
                 proc.start()
                 writer.close()  # the worker's copy is the only writer: EOF here when it dies
                 running[reader] = (proc, item)
@@ -163,17 +191,17 @@ def map_processes(
                 poll()
                 continue
             for conn in ready:
-                proc, item = running.pop(conn)
+                proc, item = running[conn]
                 try:
                     ok, value = pickle.loads(conn.recv_bytes())
                 except EOFError:
-                    proc.join()
+                    _reap(proc)
                     raise WorkerDied(
                         f"map_processes: the worker for item {_short(item)} ended without a result (exit code {proc.exitcode})"
                     ) from None
-                finally:
-                    conn.close()
-                proc.join()
+                _reap(proc)
+                del running[conn]
+                conn.close()
                 if not ok:
                     raise value
                 if poll is not None:
@@ -181,8 +209,7 @@ def map_processes(
                 yield item, value
     finally:
         for conn, (proc, _) in running.items():
-            proc.kill()
-            proc.join()
+            _reap(proc, kill=True)
             conn.close()
 
 

@@ -2,6 +2,9 @@
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -55,6 +58,29 @@ def test_a_worker_that_dies_without_a_result_is_an_error_naming_its_item():
     _, error, finished = _consume([1, "die", 2])
     assert finished
     assert isinstance(error, WorkerDied) and "item 'die'" in str(error) and "exit code 3" in str(error)
+
+
+def test_a_caller_that_stops_reading_exits_without_waiting_for_the_workers():
+    # The caller's loop raised (SIGTERM while it wrote a chunk, in CI) and the suspended generator
+    # outlives the exit handlers (a module global here, a reference cycle there): a worker blocked
+    # sending a result larger than the pipe's buffer must not hold the interpreter's exit.
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from simgan.parallel import map_processes
+
+        def big(item):
+            if item > 0:
+                time.sleep(0.5)  # still running when the caller stops
+            return b"x" * (1 << 20)
+
+        results = map_processes(big, range(3), workers=2)
+        next(results)
+        sys.exit(7)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 7 and proc.stderr == ""  # no worker traceback (BrokenPipeError)
 
 
 def test_polls_while_it_waits():
