@@ -29,8 +29,8 @@ from benchmarks.common import machine
 from simgan.config import Params
 from simgan.data.format import open_dataset
 from simgan.io import write_json_atomic
-from simgan.metrics import equalize_hist, pose_matched_rows, realism_accuracy
-from simgan.sim.eyes import gaze_angles
+from simgan.metrics import pose_matched_rows, realism_accuracy
+from simgan.sim.eyes import equalize_histograms, gaze_angles
 
 
 def _read(path: str) -> dict:
@@ -82,7 +82,7 @@ def main() -> None:
         return realism_accuracy(a, b, "gaze", seed=seed, steps=steps)
 
     def eq_blur(x):
-        return box_blur(equalize_hist(x), args.blur)
+        return box_blur(equalize_histograms(x), args.blur)
 
     table = [("real vs real (floor)", acc(r, r2))]
     table.append(
@@ -92,7 +92,7 @@ def main() -> None:
         table.append((f"{name}, as rendered", acc(r, other[:n])))
         m = other[rows]
         table.append((f"{name}, pose-matched", acc(r, m)))
-        table.append((f"{name}, pose-matched, both equalized", acc(equalize_hist(r), equalize_hist(m))))
+        table.append((f"{name}, pose-matched, both equalized", acc(equalize_histograms(r), equalize_histograms(m))))
         table.append((f"{name}, pose-matched, both equalized + blur {args.blur}", acc(eq_blur(r), eq_blur(m))))
     print("| classifier input | accuracy % |\n|---|---:|")
     for name, value in table:

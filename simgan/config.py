@@ -34,6 +34,10 @@ def non_negative(v) -> str | None:
     return None if v >= 0 and (not isinstance(v, float) or math.isfinite(v)) else "a finite number >= 0"
 
 
+def percentage(v) -> str | None:
+    return None if 0 <= v <= 100 else "a percentage in [0, 100]"
+
+
 def bf16_setting(v) -> str | None:
     """A `bf16` key: true, false or "auto" (simgan.device.resolve_bf16: on where it is fast)."""
     return None if isinstance(v, bool) or v == "auto" else "true, false or 'auto'"

@@ -369,14 +369,14 @@ def _realism_pair(job: tuple[str, int, int]) -> float:
     return M.realism_accuracy(r["real"], other, r["kind"], seed=classifier_seed, steps=r["steps"])
 
 
-def _match_labels(path, kind: str, task: str, rows: slice | None, head_pose: bool) -> np.ndarray:
-    """The labels pose matching compares, (N, K): the estimator's labels, and the head pose beside
-    them where both sets have one (the embedded eyes: gaze alone leaves the head's pose a cue)."""
-    with open_dataset(path) as ds:
-        labels, _ = read_training_labels(ds, kind, rows, name=task)
-        out = [np.asarray(labels, np.float64).reshape(len(labels), -1)]
-        if head_pose:
-            out.append(np.asarray(ds.read(["head_pose"], rows)["head_pose"], np.float64).reshape(len(labels), -1))
+def _match_labels(ds, kind: str, task: str, rows: slice | None, head_pose: bool) -> np.ndarray:
+    """The labels pose matching compares, (N, K), read from the open data set `ds`: the estimator's
+    labels, and the head pose beside them where both sets have one (the embedded eyes: gaze alone
+    leaves the head's pose a cue)."""
+    labels, _ = read_training_labels(ds, kind, rows, name=task)
+    out = [np.asarray(labels, np.float64).reshape(len(labels), -1)]
+    if head_pose:
+        out.append(np.asarray(ds.read(["head_pose"], rows)["head_pose"], np.float64).reshape(len(labels), -1))
     return np.concatenate(out, axis=1)
 
 
@@ -536,10 +536,10 @@ def evaluate_task(
         with open_dataset(files["synthetic"]) as s_ds, open_dataset(files["real"]) as r_ds:
             head_pose = "head_pose" in s_ds and "head_pose" in r_ds
             matched_images = s_ds[img]
-        rows_matched = M.pose_matched_rows(
-            _match_labels(files["synthetic"], kind, task, None, head_pose),
-            _match_labels(files["real"], kind, task, slice(0, min(len(real), len(matched_images))), head_pose),
-        )
+            rows_matched = M.pose_matched_rows(
+                _match_labels(s_ds, kind, task, None, head_pose),
+                _match_labels(r_ds, kind, task, slice(0, min(len(real), len(matched_images))), head_pose),
+            )
         _REALISM["synthetic_pose_matched"] = matched_images[rows_matched]
         _REALISM["refined_pose_matched"] = {}
         for seed in seeds:

@@ -26,6 +26,7 @@ from simgan.device import autocast, resolve_device
 from simgan.estimators import check_task, images_to_input
 from simgan.nets import highpass_residual
 from simgan.optim import adam
+from simgan.sim.eyes import equalize_histograms
 
 
 def _arr(x, name: str, last: int | None = None, dtype=np.float64) -> np.ndarray:
@@ -450,21 +451,6 @@ def knn_predict(
     return _finish(task, out)
 
 
-def equalize_hist(images) -> np.ndarray:
-    """Per-image histogram equalization of (N, H, W) uint8 (OpenCV equalizeHist's mapping)."""
-    a = np.asarray(images)
-    if a.ndim != 3 or a.dtype != np.uint8:
-        raise ValueError(f"images: expected (N, H, W) uint8, got {a.shape} {a.dtype}")
-    n = len(a)
-    flat = a.reshape(n, -1).astype(np.int64)
-    hist = np.bincount((flat + 256 * np.arange(n)[:, None]).ravel(), minlength=256 * n).reshape(n, 256)
-    cdf = hist.cumsum(1)
-    cdf_min = np.take_along_axis(cdf, (flat.min(1))[:, None], 1)
-    denom = np.maximum(flat.shape[1] - cdf_min, 1)
-    lut = np.clip(np.round((cdf - cdf_min) * 255.0 / denom), 0, 255).astype(np.uint8)
-    return np.take_along_axis(lut, flat, 1).reshape(a.shape)
-
-
 def equalized_pixel_features(images) -> np.ndarray:
     """(N, H*W) float32: histogram-equalized pixels, each image standardized (zero mean, unit std).
 
@@ -478,7 +464,7 @@ def equalized_pixel_features(images) -> np.ndarray:
         if a.min() < -1 - 1e-4 or a.max() > 1 + 1e-4:
             raise ValueError(f"images: float images must lie in [-1, 1], got [{a.min():.3g}, {a.max():.3g}]")
         a = unit_to_pixels(a)
-    f = equalize_hist(a).reshape(len(a), -1).astype(np.float32)
+    f = equalize_histograms(a).reshape(len(a), -1).astype(np.float32)
     f -= f.mean(1, keepdims=True)
     sd = f.std(1, keepdims=True)
     return f / np.where(sd > 1e-8, sd, 1.0)

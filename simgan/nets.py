@@ -348,19 +348,11 @@ class Discriminator(nn.Module):
             raise ValueError(f"Discriminator scales: expected an integer >= 1 (1: one scale), got {scales!r}")
         self.highpass = bool(highpass)
         self.global_output = global_output
-        self.features, self.head = self._network(
-            2 * in_channels if highpass else in_channels, layers, width, spectral_norm
-        )
+        channels = 2 * in_channels if highpass else in_channels
+        self.features, self.head = self._network(channels, layers, width, spectral_norm)
         # built after the first scale's, so scales=1 draws the same initial weights as before
         self.coarser = nn.ModuleList(
-            nn.ModuleDict(
-                dict(
-                    zip(
-                        ("features", "head"),
-                        self._network(2 * in_channels if highpass else in_channels, layers, width, spectral_norm),
-                    )
-                )
-            )
+            nn.ModuleDict(dict(zip(("features", "head"), self._network(channels, layers, width, spectral_norm))))
             for _ in range(scales - 1)
         )
 

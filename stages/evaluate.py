@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simgan.config import ParamsError, one_of, positive
+from simgan.config import ParamsError, one_of, percentage, positive
 from simgan.device import kernel_caps, resolve_bf16
 from simgan.evaluation import CURVES, SPLITS, evaluate_task, results_markdown, summary_line, variant_rows
 from simgan.figures import curves_figure, size_figure
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
         realism_n=p.get(f"{key}.realism_n", int, positive),
         realism_steps=p.get(f"{key}.realism_steps", int, positive),
         realism_restarts=p.get(f"{key}.realism_restarts", int, positive, default=1),
-        realism_recheck_below=p.get(f"{key}.realism_recheck_below", (int, float), default=100.0),
+        realism_recheck_below=p.get(f"{key}.realism_recheck_below", (int, float), percentage, default=100.0),
         knn_k=p.get(f"{key}.knn_k", int, positive) if knn else None,
         knn_train_n=p.get(f"{key}.knn_train_n", int, positive) if knn else None,
         device=device_param(p, f"{key}.device"),

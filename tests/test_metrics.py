@@ -7,7 +7,6 @@ from simgan import metrics as M
 from simgan.metrics import (
     angular_error_deg,
     constant_prediction,
-    equalize_hist,
     equalized_pixel_features,
     error_cdf,
     gaze_summary,
@@ -20,6 +19,7 @@ from simgan.metrics import (
     pupil_shift_px,
     realism_accuracy,
 )
+from simgan.sim.eyes import equalize_histograms
 
 
 def test_angular_error_known_answers():
@@ -138,7 +138,7 @@ def test_knn_predict():
 def test_equalized_pixel_features():
     rng = np.random.default_rng(0)
     dark = rng.integers(10, 40, (3, 35, 55)).astype(np.uint8)
-    eq = equalize_hist(dark)
+    eq = equalize_histograms(dark)
     assert eq.max() == 255 and eq.min() == 0
     # the mapping is monotonic
     order = np.argsort(dark[0].ravel(), kind="stable")
@@ -147,6 +147,8 @@ def test_equalized_pixel_features():
     assert f.shape == (3, 35 * 55) and f.dtype == np.float32
     np.testing.assert_allclose(f.mean(1), 0, atol=1e-5)
     np.testing.assert_allclose(f.std(1), 1, atol=1e-4)
+    with pytest.raises(ValueError, match=r"images: expected \(N, H, W\) uint8, got \(3, 35, 55\) float64"):
+        equalize_histograms(dark.astype(float))
     # a brightness-shifted copy gives the same features (the point of equalizing)
     np.testing.assert_allclose(equalized_pixel_features(dark + 100), f, atol=1e-5)
 

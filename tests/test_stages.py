@@ -25,6 +25,18 @@ def _env() -> dict:
     return env
 
 
+def _evaluate_stage(cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m stages.evaluate gaze` in `cwd`, as DVC runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "gaze"],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.mark.parametrize(
     "seeds, expected",
     [
@@ -59,18 +71,26 @@ def test_every_stage_checks_every_task_name_and_tasks_must_not_be_empty(tmp_path
     with pytest.raises(ParamsError, match=r"^params.yaml: key 'tasks': expected at least one task, got \{\}$"):
         pipeline_tasks(Params({"tasks": {}}, "params.yaml"))
     (tmp_path / "params.yaml").write_text("tasks: {}\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate", "gaze"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _evaluate_stage(tmp_path)
     assert (r.returncode, r.stderr) == (
         2,
         "stage evaluate: error: params.yaml: key 'tasks': expected at least one task, got {}\n",
     )
+
+
+def test_evaluate_names_a_recheck_threshold_that_is_no_percentage(tmp_path):
+    """evaluate.<task>.realism_recheck_below was checked in the library only, whose message named
+    the argument, not the key; the stage now refuses it before it reads any data."""
+    text = (ROOT / "params.yaml").read_text()
+    assert text.count("realism_recheck_below: 90,") == 2
+    (tmp_path / "params.yaml").write_text(text.replace("realism_recheck_below: 90,", "realism_recheck_below: 120,"))
+    r = _evaluate_stage(tmp_path)
+    assert (r.returncode, r.stderr) == (
+        2,
+        "stage evaluate: error: params.yaml: key 'evaluate.gaze.realism_recheck_below': "
+        "expected a percentage in [0, 100], got 120\n",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
 
 
 STAGE = """

@@ -591,7 +591,10 @@ def equalize_histograms(images: np.ndarray) -> np.ndarray:
     Kept in numpy rather than cv2.equalizeHist (4x faster on 35x55 eyes): OpenCV scales in float32
     and rounds exact ties otherwise (7 * 255 / 14 = 127.5 gives 127 there, 128 here; 148 of the
     possible denominators of a 35x55 image have such a tie), and a constant image maps to its
-    value there, to 0 here, so the embedded data would not stay byte-identical."""
+    value there, to 0 here, so the embedded data would not stay byte-identical. The k-NN
+    baseline's features equalize every image so too (simgan.metrics.equalized_pixel_features)."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images: expected (N, H, W) uint8, got {images.shape} {images.dtype}")
     n = images.shape[0]
     flat = images.reshape(n, -1)
     offsets = (np.arange(n) * 256)[:, None]
